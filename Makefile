@@ -1,0 +1,59 @@
+# mlops.notebooks — everything a user or CI runs. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+COLLECTIONS := $(ROOT)/build/collections
+SANITY_TREE := $(ROOT)/build/sanity/ansible_collections/mlops/notebooks
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export PYTHONDONTWRITEBYTECODE := 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: demo test bootstrap install sanity lint unit integration benchmark cluster-up cluster-down clean
+
+bootstrap:
+	scripts/bootstrap.sh python
+
+# Build the collection artifact and install it (kubernetes.core comes with the `ansible` package).
+install: bootstrap
+	@rm -rf build/dist && mkdir -p build/dist $(COLLECTIONS)
+	$(BIN)/ansible-galaxy collection build --force --output-path build/dist . >/dev/null
+	$(BIN)/ansible-galaxy collection install --force --no-deps -p $(COLLECTIONS) build/dist/mlops-notebooks-$(VERSION).tar.gz >/dev/null
+	@echo "installed mlops.notebooks $(VERSION) into $(COLLECTIONS)"
+
+demo: install
+	$(BIN)/ansible-playbook playbooks/validate_notebooks.yml
+
+test: install sanity lint unit integration
+
+# ansible-test needs the tree at ansible_collections/<ns>/<name>: copy the tracked files there.
+sanity: bootstrap
+	@rm -rf $(SANITY_TREE) && mkdir -p $(SANITY_TREE)
+	@git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} $(SANITY_TREE)/ 2>/dev/null || true
+	cd $(SANITY_TREE) && $(BIN)/ansible-test sanity --python $$($(BIN)/python -c 'import sys;print("%d.%d"%sys.version_info[:2])') \
+	  --venv --color no --truncate 0
+
+lint: bootstrap
+	$(BIN)/ansible-lint --profile production --offline
+
+unit: bootstrap
+	$(BIN)/pytest tests/unit
+
+integration: install
+	scripts/bootstrap.sh browser
+	$(BIN)/pytest tests/integration
+
+benchmark: install
+	$(BIN)/python benchmarks/validate_bench.py
+
+cluster-up: bootstrap
+	scripts/bootstrap.sh images
+	@$(BIN)/python tests/cluster/controlplane.py up
+
+cluster-down:
+	@$(BIN)/python tests/cluster/controlplane.py down
+
+clean:
+	rm -rf build reports

@@ -1,0 +1,158 @@
+# -*- coding: utf-8 -*-
+# Copyright: mlops.notebooks contributors
+# Apache License 2.0 (see LICENSE)
+"""Options of nb_validate: the argument spec, and its translation into engine options."""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from ansible_collections.mlops.notebooks.plugins.module_utils.notebook.model import (
+    CompareOptions,
+    ExecutionOptions,
+    Rule,
+    ValidateOptions,
+)
+
+RULE_SPEC: Dict[str, Any] = dict(
+    name=dict(type="str", required=True),
+    action=dict(type="str", required=True, choices=["replace", "ignore", "drop_lines", "sort_lines"]),
+    pattern=dict(type="str"),
+    replacement=dict(type="str", default=""),
+    tags=dict(type="list", elements="str", default=[]),
+    cell_ids=dict(type="list", elements="str", default=[]),
+    indices=dict(type="list", elements="int", default=[]),
+    mime_types=dict(type="list", elements="str", default=[]),
+    streams=dict(type="list", elements="str", default=[], choices=["stdout", "stderr"]),
+)
+
+COMPARE_SPEC: Dict[str, Any] = dict(
+    strategy=dict(type="str", default="normalized", choices=["exact", "normalized", "tolerant"]),
+    rtol=dict(type="float", default=1e-6),
+    atol=dict(type="float", default=1e-9),
+    scrubbers=dict(type="list", elements="str", default=["default"]),
+    rules=dict(type="list", elements="dict", default=[], options=RULE_SPEC),
+    image_threshold=dict(type="float", default=0.02),
+    max_payload_bytes=dict(type="int", default=1000000),
+    stderr=dict(type="str", default="compare", choices=["compare", "ignore_warnings", "forbid"]),
+    ignore_mime_types=dict(type="list", elements="str", default=[]),
+)
+
+REPORT_SPEC: Dict[str, Any] = dict(
+    json=dict(type="path"),
+    junit=dict(type="path"),
+    html=dict(type="path"),
+    executed_dir=dict(type="path"),
+)
+
+NB_VALIDATE_ARG_SPEC: Dict[str, Any] = dict(
+    notebooks=dict(type="list", elements="str", required=True),
+    golden=dict(type="str", default="stored"),
+    parameters=dict(type="dict", default={}),
+    kernel=dict(type="str"),
+    cell_timeout=dict(type="float", default=60),
+    timeout=dict(type="float", default=600),
+    kernel_start_retries=dict(type="int", default=2),
+    parallel=dict(type="int", default=0),
+    mode=dict(type="str", default="compare", choices=["compare", "compare_only", "update_golden"]),
+    backend=dict(type="str", default="local", choices=["local"]),
+    compare=dict(type="dict", default={}, options=COMPARE_SPEC),
+    report=dict(type="dict", default={}, options=REPORT_SPEC),
+    fail_on_mismatch=dict(type="bool", default=True),
+)
+
+
+def _positive_or_none(value: Optional[float]) -> Optional[float]:
+    return value if value is not None and value > 0 else None
+
+
+def build_validate_options(params: Dict[str, Any]) -> ValidateOptions:
+    """Engine options from the module's validated parameters."""
+    compare = params.get("compare") or {}
+    rules = [
+        Rule(
+            name=rule["name"],
+            action=rule["action"],
+            pattern=rule.get("pattern"),
+            replacement=rule.get("replacement") or "",
+            tags=list(rule.get("tags") or []),
+            cell_ids=list(rule.get("cell_ids") or []),
+            indices=list(rule.get("indices") or []),
+            mime_types=list(rule.get("mime_types") or []),
+            streams=list(rule.get("streams") or []),
+        )
+        for rule in compare.get("rules") or []
+    ]
+    if params.get("parallel", 0) < 0:
+        raise ValueError("parallel must be 0 (one per core) or more")
+    if params.get("kernel_start_retries", 0) < 0:
+        raise ValueError("kernel_start_retries must not be negative")
+    report = params.get("report") or {}
+    return ValidateOptions(
+        execution=ExecutionOptions(
+            kernel_name=params.get("kernel"),
+            cell_timeout=_positive_or_none(params.get("cell_timeout")),
+            timeout=_positive_or_none(params.get("timeout")),
+            kernel_start_retries=params.get("kernel_start_retries", 2),
+            parameters=dict(params.get("parameters") or {}),
+        ),
+        compare=CompareOptions(
+            strategy=compare.get("strategy", "normalized"),
+            rtol=compare.get("rtol", 1e-6),
+            atol=compare.get("atol", 1e-9),
+            scrubbers=list(compare.get("scrubbers") or []),
+            rules=rules,
+            image_threshold=compare.get("image_threshold", 0.02),
+            max_payload_bytes=compare.get("max_payload_bytes", 1000000),
+            stderr=compare.get("stderr", "compare"),
+            ignore_mime_types=list(compare.get("ignore_mime_types") or []),
+        ),
+        mode=params.get("mode", "compare"),
+        parallel=params.get("parallel", 0),
+        executed_dir=report.get("executed_dir"),
+    )
+
+
+def _is_within(path: str, directory: Optional[str]) -> bool:
+    if not directory:
+        return False
+    try:
+        return os.path.commonpath([path, directory]) == directory
+    except ValueError:
+        return False
+
+
+def expand_notebook_paths(patterns: List[str], golden: Optional[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """Absolute notebook paths from paths, directories and globs, in the order given.
+
+    Directories are searched recursively; checkpoints and a golden directory inside them are
+    skipped. Returns the paths and, for entries that match nothing, (entry, message) pairs.
+    """
+    golden_dir = None
+    if golden and golden != "stored":
+        candidate = os.path.abspath(os.path.expanduser(golden))
+        if os.path.isdir(candidate):
+            golden_dir = candidate
+
+    found: List[str] = []
+    errors: List[Tuple[str, str]] = []
+    for pattern in patterns:
+        expanded = os.path.expanduser(pattern)
+        if os.path.isdir(expanded):
+            matches = sorted(glob.glob(os.path.join(glob.escape(expanded), "**", "*.ipynb"), recursive=True))
+        elif glob.has_magic(expanded):
+            matches = sorted(glob.glob(expanded, recursive=True))
+        else:
+            matches = [expanded]
+        matches = [
+            os.path.abspath(m) for m in matches
+            if ".ipynb_checkpoints" not in m.split(os.sep) and not _is_within(os.path.abspath(m), golden_dir)
+        ]
+        if not matches:
+            errors.append((pattern, "no notebook matches %r" % pattern))
+        for match in matches:
+            if match not in found:
+                found.append(match)
+    return found, errors
