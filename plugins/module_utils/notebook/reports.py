@@ -470,7 +470,7 @@ h3{font-size:13px;margin:12px 0 4px;color:var(--muted);text-transform:uppercase;
 table{border-collapse:collapse}
 .summary{margin:14px 0;min-width:60%}.summary th,.summary td{border:1px solid var(--line);padding:5px 9px;
 text-align:left;vertical-align:top}.summary th{background:var(--soft)}
-.summary a{color:var(--norm);text-decoration:none;word-break:break-all}
+.summary a{color:var(--norm);text-decoration:none;overflow-wrap:break-word}
 .badge{display:inline-block;padding:1px 7px;border-radius:10px;font:600 11px/17px ui-monospace,monospace;
 color:#fff;white-space:nowrap;margin-right:4px}
 .v-PASS{background:var(--ok)}.v-PASS_NORMALIZED,.v-PASS_TOLERANT{background:var(--norm)}
@@ -706,7 +706,12 @@ def _cell_html(cell: CellResult, anchor: str) -> str:
         parts.append('<p class="meta">%s</p>' % " \u00b7 ".join(facts))
     if cell.error:
         parts.append('<h3>error</h3><pre class="tb">%s</pre>' % _esc_limited(error_text(cell.error)))
-    expected_lines, actual_lines = outputs_text(cell.expected), outputs_text(cell.actual)
+    expected_outputs, actual_outputs = cell.expected, cell.actual
+    if cell.error:
+        # The traceback is shown above: diff the other outputs only, not the error twice.
+        expected_outputs = [o for o in expected_outputs if o.get("output_type") != "error"]
+        actual_outputs = [o for o in actual_outputs if o.get("output_type") != "error"]
+    expected_lines, actual_lines = outputs_text(expected_outputs), outputs_text(actual_outputs)
     if failed and (expected_lines or actual_lines) and expected_lines != actual_lines:
         parts.append("<h3>outputs: expected vs actual</h3>" + side_by_side(expected_lines, actual_lines))
         if cell.diff:

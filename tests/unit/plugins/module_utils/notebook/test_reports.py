@@ -293,6 +293,7 @@ def test_html_cells_failing_open_passing_closed_with_details(tmp_path):
     boom = cell_details(dom, "-boom")
     traceback = Dom.text(dom.find("pre", "tb", inside=boom)[0])
     assert "----> 1 1/0" in traceback and "ZeroDivisionError: division by zero" in traceback
+    assert dom.find("table", "sxs", inside=boom) == []  # the error output is not diffed a second time
     assert "\x1b" not in page and "[0;31m" not in page
     alert = dom.find("div", "nb-error")
     assert len(alert) == 1 and "is not valid JSON" in Dom.text(alert[0]) and "kernel said no" in Dom.text(alert[0])
