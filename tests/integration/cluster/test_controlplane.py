@@ -1,0 +1,422 @@
+"""Proof that the test cluster is a real Kubernetes API server with the rules the modules meet in production.
+
+Each test talks to the API through the ``kubernetes`` Python client or through ``kubernetes.core.k8s``;
+the same tests pass against a real cluster (``MLOPS_NOTEBOOKS_EXISTING_CLUSTER=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from playbook_runner import run_playbook
+
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+IMAGE_GROUP, IMAGE_VERSION = "image.openshift.io", "v1"
+TEKTON_GROUP, TEKTON_VERSION = "tekton.dev", "v1"
+
+
+def _pod(name: str, image: str, *, restricted_compliant: bool) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "main", "image": image, "command": ["python3", "-c", "print('hello')"]}
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [container]},
+    }
+    if restricted_compliant:
+        pod["spec"]["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsUser": 1000920000,
+        }
+    return pod
+
+
+def _image(cluster: Any) -> str:
+    return f"{cluster.registry}/testimages/python-only:latest" if cluster.registry else "python:3.12-slim"
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Retry ``check`` until it stops raising (RBAC and discovery caches update within moments)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (ApiException, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _status_message(error: ApiException) -> str:
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(error.body)
+
+
+# ------------------------------------------------------------------------------------------- discovery
+
+
+def test_discovery_lists_openshift_image_and_tekton_groups(cluster: Any) -> None:
+    with cluster.api_client() as api_client:
+        groups = {group.name: group for group in client.ApisApi(api_client).get_api_versions().groups}
+        assert groups[IMAGE_GROUP].preferred_version.version == IMAGE_VERSION
+        assert groups[TEKTON_GROUP].preferred_version.version == TEKTON_VERSION
+
+        custom = client.CustomObjectsApi(api_client)
+        image_resources = {r.name: r for r in custom.get_api_resources(IMAGE_GROUP, IMAGE_VERSION).resources}
+        assert image_resources["imagestreams"].kind == "ImageStream"
+        assert "is" in (image_resources["imagestreams"].short_names or [])
+        assert "imagestreams/status" in image_resources
+
+        tekton_resources = {r.name for r in custom.get_api_resources(TEKTON_GROUP, TEKTON_VERSION).resources}
+        assert {"pipelines", "tasks", "pipelineruns", "taskruns", "pipelineruns/status", "taskruns/status"} <= (
+            tekton_resources
+        )
+
+
+# ------------------------------------------------------------------------------------ admission, RBAC
+
+
+def test_pod_security_restricted_rejects_a_non_compliant_pod_and_admits_a_compliant_one(cluster: Any) -> None:
+    namespace = cluster.create_namespace("restricted", labels=RESTRICTED)
+    cluster.wait_for_service_account(namespace)
+    with cluster.api_client() as api_client:
+        core = client.CoreV1Api(api_client)
+        with pytest.raises(ApiException) as rejected:
+            core.create_namespaced_pod(namespace, _pod("root-pod", _image(cluster), restricted_compliant=False))
+        assert rejected.value.status == 403
+        message = _status_message(rejected.value)
+        assert 'violates PodSecurity "restricted:latest"' in message
+        assert "allowPrivilegeEscalation != false" in message
+
+        created = core.create_namespaced_pod(namespace, _pod("good-pod", _image(cluster), restricted_compliant=True))
+        assert created.metadata.name == "good-pod"
+        assert core.read_namespaced_pod("good-pod", namespace).spec.security_context.run_as_non_root is True
+
+
+def test_service_account_has_exactly_the_rights_of_its_role(cluster: Any, namespace: str) -> None:
+    sa_kubeconfig = cluster.service_account_kubeconfig(namespace, "reader")
+    with cluster.api_client(sa_kubeconfig) as sa_client:
+        sa_core = client.CoreV1Api(sa_client)
+        with pytest.raises(ApiException) as denied:
+            sa_core.list_namespaced_config_map(namespace)
+        assert denied.value.status == 403
+        assert f"system:serviceaccount:{namespace}:reader" in _status_message(denied.value)
+
+        with cluster.api_client() as admin_client:
+            rbac = client.RbacAuthorizationV1Api(admin_client)
+            rbac.create_namespaced_role(
+                namespace,
+                {
+                    "metadata": {"name": "configmap-reader"},
+                    "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}],
+                },
+            )
+            rbac.create_namespaced_role_binding(
+                namespace,
+                {
+                    "metadata": {"name": "reader-reads-configmaps"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmap-reader"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+                },
+            )
+
+        _eventually(lambda: sa_core.list_namespaced_config_map(namespace))
+        for forbidden in (
+            lambda: sa_core.create_namespaced_config_map(namespace, {"metadata": {"name": "nope"}}),
+            lambda: sa_core.list_namespaced_secret(namespace),
+            lambda: sa_core.list_namespaced_config_map("default"),
+        ):
+            with pytest.raises(ApiException) as still_denied:
+                forbidden()
+            assert still_denied.value.status == 403
+
+
+# ------------------------------------------------------------------------- watch, apply and conflicts
+
+
+def test_watch_reports_added_modified_deleted(cluster: Any, namespace: str) -> None:
+    with cluster.api_client() as api_client:
+        core = client.CoreV1Api(api_client)
+        start = core.list_namespaced_config_map(namespace).metadata.resource_version
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "watched"}, "data": {"step": "1"}})
+        core.patch_namespaced_config_map("watched", namespace, {"data": {"step": "2"}})
+        core.delete_namespaced_config_map("watched", namespace)
+
+        seen: list[tuple[str, str | None]] = []
+        watcher = watch.Watch()
+        for event in watcher.stream(
+            core.list_namespaced_config_map, namespace, resource_version=start, timeout_seconds=30
+        ):
+            if event["object"].metadata.name != "watched":
+                continue
+            seen.append((event["type"], (event["object"].data or {}).get("step")))
+            if event["type"] == "DELETED":
+                watcher.stop()
+        assert seen == [("ADDED", "1"), ("MODIFIED", "2"), ("DELETED", "2")]
+
+
+def test_server_side_apply_tracks_managers_and_reports_conflicts(cluster: Any, namespace: str) -> None:
+    apply = "application/apply-patch+yaml"
+    with cluster.api_client() as api_client:
+        core = client.CoreV1Api(api_client)
+        manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"owner": "first"}}
+        core.patch_namespaced_config_map("applied", namespace, manifest, field_manager="first", _content_type=apply)
+
+        manifest["data"] = {"owner": "second"}
+        with pytest.raises(ApiException) as conflict:
+            core.patch_namespaced_config_map("applied", namespace, manifest, field_manager="second", _content_type=apply)
+        assert conflict.value.status == 409
+        assert 'conflict with "first"' in _status_message(conflict.value)
+
+        forced = core.patch_namespaced_config_map(
+            "applied", namespace, manifest, field_manager="second", force=True, _content_type=apply
+        )
+        assert forced.data == {"owner": "second"}
+        assert {entry.manager for entry in forced.metadata.managed_fields} == {"second"}
+
+
+def test_update_with_a_stale_resource_version_is_a_409_conflict(cluster: Any, namespace: str) -> None:
+    with cluster.api_client() as api_client:
+        core = client.CoreV1Api(api_client)
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "contended"}, "data": {"n": "0"}})
+        first = core.read_namespaced_config_map("contended", namespace)
+        second = core.read_namespaced_config_map("contended", namespace)
+        first.data = {"n": "1"}
+        core.replace_namespaced_config_map("contended", namespace, first)
+        second.data = {"n": "2"}
+        with pytest.raises(ApiException) as conflict:
+            core.replace_namespaced_config_map("contended", namespace, second)
+        assert conflict.value.status == 409
+        assert "the object has been modified" in _status_message(conflict.value)
+        assert core.read_namespaced_config_map("contended", namespace).data == {"n": "1"}
+
+
+# ------------------------------------------------------------------------------- OpenShift and Tekton
+
+
+def test_imagestream_crud_with_status_subresource_and_schema(cluster: Any, namespace: str) -> None:
+    plural = "imagestreams"
+    stream = {
+        "apiVersion": f"{IMAGE_GROUP}/{IMAGE_VERSION}",
+        "kind": "ImageStream",
+        "metadata": {"name": "notebook"},
+        "spec": {
+            "lookupPolicy": {"local": True},
+            # A reference tag is never imported, so no controller writes this stream's status.
+            "tags": [
+                {
+                    "name": "v1",
+                    "from": {"kind": "DockerImage", "name": "quay.io/example/notebook:v1"},
+                    "reference": True,
+                    "referencePolicy": {"type": "Source"},
+                }
+            ],
+        },
+        "status": {"dockerImageRepository": "ignored-on-create"},
+    }
+    with cluster.api_client() as api_client:
+        custom = client.CustomObjectsApi(api_client)
+        created = custom.create_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, stream)
+        assert created["spec"]["tags"][0]["from"]["name"] == "quay.io/example/notebook:v1"
+        assert "dockerImageRepository" not in created.get("status", {})  # status is a subresource
+
+        status = {
+            "status": {
+                "dockerImageRepository": "image-registry.local/ns/notebook",
+                "tags": [
+                    {
+                        "tag": "v1",
+                        "items": [
+                            {
+                                "created": "2024-01-01T00:00:00Z",
+                                "dockerImageReference": "quay.io/example/notebook@sha256:" + "a" * 64,
+                                "image": "sha256:" + "a" * 64,
+                                "generation": 1,
+                            }
+                        ],
+                    }
+                ],
+            }
+        }
+        updated = custom.patch_namespaced_custom_object_status(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "notebook", status)
+        assert updated["status"]["tags"][0]["items"][0]["image"] == "sha256:" + "a" * 64
+
+        patched = custom.patch_namespaced_custom_object(
+            IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "notebook", {"spec": {"lookupPolicy": {"local": False}}}
+        )
+        assert patched["spec"]["lookupPolicy"] == {"local": False}
+        assert patched["status"]["dockerImageRepository"] == "image-registry.local/ns/notebook"
+
+        invalid = {**stream, "metadata": {"name": "invalid"}, "spec": {"tags": [{"from": {"kind": "DockerImage"}}]}}
+        with pytest.raises(ApiException) as rejected:
+            custom.create_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, invalid)
+        assert rejected.value.status == 422
+        assert "spec.tags[0].name: Required value" in _status_message(rejected.value)
+
+        listed = custom.list_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural)
+        assert [item["metadata"]["name"] for item in listed["items"]] == ["notebook"]
+        custom.delete_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "notebook")
+        with pytest.raises(ApiException) as gone:
+            custom.get_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "notebook")
+        assert gone.value.status == 404
+
+
+def test_tekton_resources_crud(cluster: Any, namespace: str) -> None:
+    task = {
+        "apiVersion": f"{TEKTON_GROUP}/{TEKTON_VERSION}",
+        "kind": "Task",
+        "metadata": {"name": "echo"},
+        "spec": {"steps": [{"name": "echo", "image": "python:3.12-slim", "script": "echo hello"}]},
+    }
+    pipeline = {
+        "apiVersion": f"{TEKTON_GROUP}/{TEKTON_VERSION}",
+        "kind": "Pipeline",
+        "metadata": {"name": "echo"},
+        "spec": {"tasks": [{"name": "echo", "taskRef": {"name": "echo"}}]},
+    }
+    # A pending PipelineRun is not started (Tekton's spec.status), so only this test acts on it.
+    run = {
+        "apiVersion": f"{TEKTON_GROUP}/{TEKTON_VERSION}",
+        "kind": "PipelineRun",
+        "metadata": {"name": "echo-run"},
+        "spec": {"pipelineRef": {"name": "echo"}, "status": "PipelineRunPending"},
+    }
+    with cluster.api_client() as api_client:
+        custom = client.CustomObjectsApi(api_client)
+        for plural, body in (("tasks", task), ("pipelines", pipeline), ("pipelineruns", run)):
+            custom.create_namespaced_custom_object(TEKTON_GROUP, TEKTON_VERSION, namespace, plural, body)
+        read = custom.get_namespaced_custom_object(TEKTON_GROUP, TEKTON_VERSION, namespace, "pipelines", "echo")
+        assert read["spec"]["tasks"][0]["taskRef"] == {"name": "echo"}
+
+        task["spec"]["steps"][0]["script"] = "echo changed"
+        task["metadata"] = custom.get_namespaced_custom_object(
+            TEKTON_GROUP, TEKTON_VERSION, namespace, "tasks", "echo"
+        )["metadata"]
+        replaced = custom.replace_namespaced_custom_object(TEKTON_GROUP, TEKTON_VERSION, namespace, "tasks", "echo", task)
+        assert replaced["spec"]["steps"][0]["script"] == "echo changed"
+
+        runs = custom.list_namespaced_custom_object(TEKTON_GROUP, TEKTON_VERSION, namespace, "pipelineruns")
+        assert [item["metadata"]["name"] for item in runs["items"]] == ["echo-run"]
+        for plural, name in (("pipelineruns", "echo-run"), ("pipelines", "echo"), ("tasks", "echo")):
+            custom.delete_namespaced_custom_object(TEKTON_GROUP, TEKTON_VERSION, namespace, plural, name)
+        assert custom.list_namespaced_custom_object(TEKTON_GROUP, TEKTON_VERSION, namespace, "tasks")["items"] == []
+
+
+# ------------------------------------------------------------------------------------ kubernetes.core
+
+
+def test_kubernetes_core_k8s_meets_the_same_rules(cluster: Any, namespace: str, tmp_path: Path) -> None:
+    restricted_namespace = cluster.create_namespace("restricted", labels=RESTRICTED)
+    cluster.wait_for_service_account(restricted_namespace)
+    sa_kubeconfig = cluster.service_account_kubeconfig(namespace, "nobody")
+    admin = str(cluster.kubeconfig)
+    stream = {
+        "apiVersion": f"{IMAGE_GROUP}/{IMAGE_VERSION}",
+        "kind": "ImageStream",
+        "metadata": {"name": "from-ansible", "namespace": namespace},
+        "spec": {"lookupPolicy": {"local": False}},
+    }
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "from-ansible", "namespace": namespace},
+        "data": {"owner": "ansible"},
+    }
+    pod = _pod("root-pod", _image(cluster), restricted_compliant=False)
+    pod["metadata"]["namespace"] = restricted_namespace
+    playbook = [
+        {
+            "name": "kubernetes.core against the test cluster",
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+            "tasks": [
+                {"name": "create imagestream", "kubernetes.core.k8s": {"kubeconfig": admin, "definition": stream}},
+                {
+                    "name": "create imagestream again",
+                    "kubernetes.core.k8s": {"kubeconfig": admin, "definition": stream},
+                },
+                {
+                    "name": "read imagestream",
+                    "kubernetes.core.k8s_info": {
+                        "kubeconfig": admin,
+                        "api_version": f"{IMAGE_GROUP}/{IMAGE_VERSION}",
+                        "kind": "ImageStream",
+                        "namespace": namespace,
+                        "name": "from-ansible",
+                    },
+                },
+                {
+                    "name": "server-side apply",
+                    "kubernetes.core.k8s": {
+                        "kubeconfig": admin,
+                        "definition": config_map,
+                        "server_side_apply": {"field_manager": "ansible-test"},
+                    },
+                },
+                {
+                    "name": "server-side apply conflict",
+                    "kubernetes.core.k8s": {
+                        "kubeconfig": admin,
+                        "definition": {**config_map, "data": {"owner": "someone else"}},
+                        "server_side_apply": {"field_manager": "other-manager", "force_conflicts": False},
+                    },
+                    "ignore_errors": True,
+                },
+                {
+                    "name": "non-compliant pod",
+                    "kubernetes.core.k8s": {"kubeconfig": admin, "definition": pod},
+                    "ignore_errors": True,
+                },
+                {
+                    "name": "list as a service account without a role",
+                    "kubernetes.core.k8s_info": {
+                        "kubeconfig": str(sa_kubeconfig),
+                        "kind": "ConfigMap",
+                        "namespace": namespace,
+                    },
+                    "ignore_errors": True,
+                },
+            ],
+        }
+    ]
+    path = tmp_path / "kubernetes-core.yml"
+    path.write_text(yaml.safe_dump(playbook, sort_keys=False))
+    run = run_playbook(str(path), timeout=300)
+
+    assert run.result("create imagestream")["changed"] is True
+    assert run.result("create imagestream again")["changed"] is False
+    resources = run.result("read imagestream")["resources"]
+    assert [r["metadata"]["name"] for r in resources] == ["from-ansible"]
+
+    applied = run.result("server-side apply")
+    assert applied["changed"] is True
+    assert applied["result"]["data"] == {"owner": "ansible"}
+    conflict = run.result("server-side apply conflict")
+    assert conflict.get("failed") is True
+    assert conflict.get("status") == 409, conflict
+
+    rejected = run.result("non-compliant pod")
+    assert rejected.get("failed") is True
+    assert rejected.get("status") == 403, rejected
+    assert "violates PodSecurity" in rejected["msg"] + json.dumps(rejected.get("error", ""))
+
+    denied = run.result("list as a service account without a role")
+    assert denied.get("failed") is True
+    assert denied.get("status") == 403, denied
