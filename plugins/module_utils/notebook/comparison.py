@@ -215,7 +215,8 @@ def compare_text(expected: str, actual: str, tolerance: _Tolerance) -> _Verdict:
     failure = ""
     for (e_number, e_text), (a_number, a_text) in zip(expected_tokens, actual_tokens):
         if e_number != a_number or (not e_number and e_text != a_text):
-            return _Verdict(False, max_error=max_error, message=_first_line_difference(expected, actual))
+            # the words differ: a numeric error would say nothing
+            return _Verdict(False, message=_first_line_difference(expected, actual))
         if not e_number:
             continue
         e_value, a_value = float(e_text), float(a_text)
@@ -728,14 +729,14 @@ def output_text_form(output: Mapping[str, Any], options: Optional[CompareOptions
 
 
 def _diff_lines(outputs: Sequence[Mapping[str, Any]], options: CompareOptions,
-                chosen: Sequence[Optional[str]]) -> List[str]:
+                chosen: Sequence[Optional[str]], keep_ends: bool = False) -> List[str]:
     lines: List[str] = []
     for number, output in enumerate(outputs, start=1):
         mime = chosen[number - 1] if number - 1 < len(chosen) else None
         kind, text = output_text_form(output, options, mime)
         lines.append("[output %d] %s%s" % (number, describe(output).split(" [")[0],
                                            " %s" % kind if output.get("output_type") in ("execute_result", "display_data") else ""))
-        lines.extend(text.split("\n"))
+        lines.extend(text.splitlines(keep_ends))
     return lines
 
 
@@ -824,7 +825,11 @@ def compare_outputs(expected: Sequence[Mapping[str, Any]], actual: Sequence[Mapp
 
     diff = ""
     if not result.equal or result.tolerant:
-        diff = unified_diff(_diff_lines(expected, options, chosen), _diff_lines(actual, options, chosen))
+        expected_lines, actual_lines = _diff_lines(expected, options, chosen), _diff_lines(actual, options, chosen)
+        if expected_lines == actual_lines:  # only line endings or invisible characters differ: show them
+            expected_lines = [repr(line) for line in _diff_lines(expected, options, chosen, keep_ends=True)]
+            actual_lines = [repr(line) for line in _diff_lines(actual, options, chosen, keep_ends=True)]
+        diff = unified_diff(expected_lines, actual_lines)
     return OutputComparison(result.equal, result.tolerant, result.max_error, diff, result.message)
 
 
@@ -842,37 +847,55 @@ def _count_difference(expected: Sequence[Mapping[str, Any]], actual: Sequence[Ma
 # ----------------------------------------------------------------------------- reports
 
 
-def report_view(outputs: Sequence[Mapping[str, Any]], options: Optional[CompareOptions] = None,
-                text_limit: int = REPORT_TEXT_LIMIT, image_limit: int = REPORT_IMAGE_LIMIT,
-                max_outputs: int = 50) -> List[Dict[str, Any]]:
-    """Outputs as small dicts for reports.
+def _truncated(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + "\n... [truncated: %d more characters]" % (len(text) - limit)
 
-    Each: ``{"output_type", "mime", "text"}`` plus ``"name"`` for streams,
-    ``"ename"`` / ``"evalue"`` for errors, ``"data"`` (base64) for PNG / JPEG
-    images up to ``image_limit`` characters, ``"mime_types"`` for bundles, and
-    ``"truncated": True`` when text was cut.
+
+def report_outputs(outputs: Sequence[Mapping[str, Any]], text_limit: int = REPORT_TEXT_LIMIT,
+                   image_limit: int = REPORT_IMAGE_LIMIT, max_outputs: int = 50) -> List[Dict[str, Any]]:
+    """Outputs for reports: nbformat-shaped plain dicts of bounded size.
+
+    Text (stream text, text-like MIME data, error values and tracebacks) is cut at
+    ``text_limit`` characters; images over ``image_limit`` base64 characters and
+    other large payloads are replaced by a ``<mime, N bytes, sha256 ...>`` line; JSON
+    data is kept as its indented text when it is too large. At most ``max_outputs``
+    outputs are kept, then one ``stream`` line says how many were left out.
     """
     view: List[Dict[str, Any]] = []
     for output in list(outputs)[:max_outputs]:
         output_type = output.get("output_type")
-        mime, text = output_text_form(output, options)
-        item: Dict[str, Any] = {"output_type": output_type, "mime": mime}
         if output_type == "stream":
-            item["name"] = output.get("name")
+            view.append({"output_type": "stream", "name": output.get("name", "stdout"),
+                         "text": _truncated(str(_join(output.get("text", ""))), text_limit)})
         elif output_type == "error":
-            item["ename"] = output.get("ename")
-            item["evalue"] = output.get("evalue")
+            traceback = [str(line) for line in output.get("traceback") or []]
+            view.append({"output_type": "error", "ename": str(output.get("ename", "")),
+                         "evalue": _truncated(str(output.get("evalue", "")), text_limit),
+                         "traceback": [_truncated(line, text_limit) for line in traceback[:100]]})
         elif output_type in ("execute_result", "display_data"):
-            item["mime_types"] = sorted(output.get("data") or {})
-            payload = _join((output.get("data") or {}).get(mime))
-            if mime in IMAGE_MIME_TYPES and isinstance(payload, str) and len(payload) <= image_limit:
-                item["data"] = "".join(payload.split())
-        if len(text) > text_limit:
-            text = text[:text_limit]
-            item["truncated"] = True
-        item["text"] = text
-        view.append(item)
+            data: Dict[str, Any] = {}
+            for mime, payload in (output.get("data") or {}).items():
+                payload = _join(payload)
+                if mime in IMAGE_MIME_TYPES:
+                    if isinstance(payload, str) and len(payload) <= image_limit:
+                        data[mime] = "".join(payload.split())
+                    elif "text/plain" not in (output.get("data") or {}):
+                        data["text/plain"] = _image_text_form(payload, mime)
+                elif isinstance(payload, str):
+                    data[mime] = _truncated(payload, text_limit)
+                elif _payload_size(payload) <= text_limit:
+                    data[mime] = payload
+                else:
+                    data[mime] = _truncated(_json_text(payload), text_limit)
+            item: Dict[str, Any] = {"output_type": output_type, "data": data,
+                                    "metadata": dict(output.get("metadata") or {})}
+            view.append(item)
+        else:
+            view.append({"output_type": str(output_type),
+                         "text": _truncated(json.dumps(dict(output), sort_keys=True, default=str), text_limit)})
     if len(outputs) > max_outputs:
-        view.append({"output_type": "omitted", "mime": "", "text": "... %d more outputs" % (len(outputs) - max_outputs),
-                     "truncated": True})
+        view.append({"output_type": "stream", "name": "stdout",
+                     "text": "... %d more outputs not shown" % (len(outputs) - max_outputs)})
     return view

@@ -14,7 +14,7 @@ from ansible_collections.mlops.notebooks.plugins.module_utils.notebook.compariso
     canonical_svg,
     compare_outputs,
     parse_html,
-    report_view,
+    report_outputs,
     richest_mime,
 )
 from ansible_collections.mlops.notebooks.plugins.module_utils.notebook.model import CompareOptions
@@ -373,11 +373,27 @@ def test_diff_is_minimal():
     assert len(diff_lines) < 12
 
 
-def test_report_view_keeps_small_images_and_truncates_text():
+def test_report_outputs_bound_text_and_keep_small_images():
     png = _png_b64()
-    view = report_view([stream("x" * 50), _figure(png), error("ValueError", "boom")], text_limit=20)
-    assert view[0] == {"output_type": "stream", "mime": "text/plain", "name": "stdout", "text": "x" * 20,
-                       "truncated": True}
-    assert view[1]["mime"] == "image/png" and view[1]["data"] == png
-    assert view[1]["mime_types"] == ["image/png", "text/plain"]
-    assert view[2]["ename"] == "ValueError" and view[2]["text"] == "ValueError: boom"
+    view = report_outputs([stream("x" * 50), _figure(png), error("ValueError", "boom"),
+                           result({"image/png": png, "text/plain": "big"})], text_limit=20, image_limit=len(png))
+    assert view[0]["output_type"] == "stream" and view[0]["text"].startswith("x" * 20)
+    assert "truncated: 30 more characters" in view[0]["text"]
+    assert view[1]["data"]["image/png"] == png and view[1]["output_type"] == "display_data"
+    assert view[2] == {"output_type": "error", "ename": "ValueError", "evalue": "boom", "traceback": ["..."]}
+    small = report_outputs([_figure(png)], image_limit=10)
+    assert "image/png" not in small[0]["data"]
+    assert small[0]["data"]["text/plain"] == "<Figure size 200x100 with 1 Axes>"
+    many = report_outputs([stream(str(i)) for i in range(5)], max_outputs=2)
+    assert len(many) == 3 and "3 more outputs" in many[2]["text"]
+
+
+def test_trailing_newline_difference_shows_in_the_diff():
+    outcome = compare_outputs([stream("done\n")], [stream("done")], NORMALIZED)
+    assert not outcome.equal
+    assert "-'done\\n'" in outcome.diff and "+'done'" in outcome.diff
+
+
+def test_word_mismatch_reports_no_numeric_error():
+    outcome = compare_outputs([stream("The 2")], [stream("the 2")], TOLERANT)
+    assert not outcome.equal and outcome.max_error is None

@@ -1,0 +1,628 @@
+# -*- coding: utf-8 -*-
+# Copyright: mlops.notebooks contributors
+# Apache License 2.0 (see LICENSE)
+"""One validation run: load, execute, align, normalize, compare, give verdicts.
+
+``validate_notebooks(paths, golden, options)`` is the engine's entry point. Each
+notebook's problems (unreadable file, missing golden, unknown kernel, invalid
+rule) become that notebook's ``FAIL_ERROR`` with ``NotebookResult.error``; the
+other notebooks still run.
+
+Golden sources (``golden``):
+
+* ``None`` or ``"stored"``: the outputs stored in the notebook itself (as nbval
+  does): the notebook is executed and compared with its own saved outputs.
+* a notebook file: the golden of the one notebook given.
+* a directory: for each notebook, ``<dir>/<path relative to the notebooks' common
+  directory>``, else ``<dir>/<file name>``.
+
+Modes (``options.mode``):
+
+* ``compare``: execute (``execution.execute_many``, ``options.parallel`` at once),
+  then compare.
+* ``compare_only``: no kernel; the outputs saved in the notebook are compared with
+  the golden (which must be a file or directory, not ``stored``).
+* ``update_golden``: execute, compare, then rewrite in the golden file only the
+  cells that failed on their outputs (``FAIL_OUTPUT``: outputs and execution count;
+  ``SOURCE_CHANGED``: also the source). The rest of the file stays byte for byte
+  when it was written the way ``json.dumps`` writes (Jupyter and nbformat do);
+  otherwise it is rewritten through nbformat. A golden file that does not exist
+  yet is created from the executed notebook. Cells that are MISSING or EXTRA are
+  not added or removed (reported as a warning).
+
+Per cell (after ``alignment.align``; cells tagged ``injected-parameters`` are not
+aligned, they pass when they run): the verdict rules of docs/engine.md. Outputs go
+through ``normalization.structural`` and are compared exactly (``PASS``); with
+strategy ``exact`` that is all. Otherwise the stderr policy
+``ignore_warnings`` (``normalization.strip_warnings``, counted as rule
+``stderr_warnings``), user rules and scrubbers (``Normalizer``) are applied to both
+sides and they are compared again, with numeric tolerance when the strategy is
+``tolerant`` or the cell sets ``rtol`` / ``atol``: ``PASS_NORMALIZED`` /
+``PASS_TOLERANT`` / ``FAIL_OUTPUT``. The stderr policy ``forbid`` fails any cell
+that wrote to stderr.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import os
+import tempfile
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from .alignment import CellPair, align
+from .comparison import compare_outputs, report_outputs
+from .model import (
+    CellResult,
+    CellRun,
+    CellStatus,
+    CompareOptions,
+    EngineError,
+    ExecutionOutcome,
+    NotebookResult,
+    RunResult,
+    ValidateOptions,
+    Verdict,
+    worst,
+)
+from .policies import CellPolicy, cell_policy
+
+GOLDEN_STORED = "stored"
+MODES = ("compare", "compare_only", "update_golden")
+STRATEGIES = ("exact", "normalized", "tolerant")
+STDERR_POLICIES = ("compare", "ignore_warnings", "forbid")
+INJECTED_PARAMETERS_TAG = "injected-parameters"
+STDERR_WARNINGS_RULE = "stderr_warnings"
+KERNEL_STDERR_LIMIT = 4000
+_FAILED_OUTPUT_VERDICTS = (Verdict.FAIL_OUTPUT, Verdict.SOURCE_CHANGED)
+
+
+class _Notebook:
+    """Book-keeping for one notebook of the run."""
+
+    def __init__(self, position: int, path: str, golden_path: Optional[str]):
+        self.position = position
+        self.path = path
+        self.golden_path = golden_path            # None: the stored outputs
+        self.result = NotebookResult(path=path, verdict=Verdict.PASS, golden=golden_path or GOLDEN_STORED)
+        self.notebook: Any = None
+        self.golden: Any = None                   # None with update_golden and no golden file yet
+        self.started = time.monotonic()
+
+    def fail(self, message: str) -> None:
+        self.result.verdict = Verdict.FAIL_ERROR
+        self.result.error = message
+
+
+# ----------------------------------------------------------------------------- golden files
+
+
+def _common_root(paths: Sequence[str]) -> str:
+    directories = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    if not directories:
+        return os.getcwd()
+    try:
+        return os.path.commonpath(directories)
+    except ValueError:  # different drives (Windows): no common root, match by name
+        return ""
+
+
+def _is_stored(golden: Optional[str]) -> bool:
+    return golden is None or str(golden).strip() in ("", GOLDEN_STORED)
+
+
+def _golden_candidates(path: str, paths: Sequence[str], golden_dir: str) -> List[str]:
+    root = _common_root(paths)
+    candidates = []
+    if root:
+        candidates.append(os.path.join(golden_dir, os.path.relpath(os.path.abspath(path), root)))
+    by_name = os.path.join(golden_dir, os.path.basename(path))
+    if by_name not in candidates:
+        candidates.append(by_name)
+    return candidates
+
+
+def _golden_is_directory(golden: str) -> bool:
+    expanded = os.path.expanduser(golden)
+    return os.path.isdir(expanded) or (not os.path.exists(expanded) and not expanded.endswith(".ipynb"))
+
+
+def golden_for(path: str, paths: Sequence[str], golden: Optional[str]) -> str:
+    """The golden source of one notebook: ``"stored"`` or a golden file path.
+
+    For a directory, the first candidate that exists, else the first candidate
+    (where ``update_golden`` would create it).
+    """
+    if _is_stored(golden):
+        return GOLDEN_STORED
+    expanded = os.path.abspath(os.path.expanduser(str(golden)))
+    if not _golden_is_directory(str(golden)):
+        return expanded
+    candidates = _golden_candidates(path, paths, expanded)
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    return candidates[0]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _nbio():
+    from . import nbio  # nbformat is imported inside nbio's functions
+
+    return nbio
+
+
+def _source(cell: Optional[Mapping[str, Any]]) -> str:
+    if cell is None:
+        return ""
+    source = cell.get("source") or ""
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _tags(cell: Mapping[str, Any]) -> List[str]:
+    return [str(tag) for tag in ((cell.get("metadata") or {}).get("tags") or [])]
+
+
+def _is_injected(cell: Mapping[str, Any]) -> bool:
+    return cell.get("cell_type") == "code" and INJECTED_PARAMETERS_TAG in _tags(cell)
+
+
+def _without_injected(cells: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """Same positions, injected-parameter cells hidden from alignment."""
+    return [{"cell_type": "injected"} if _is_injected(cell) else cell for cell in cells]
+
+
+def _error_message(error: Optional[Mapping[str, Any]]) -> str:
+    if not error:
+        return ""
+    name, value = error.get("ename") or "", error.get("evalue") or ""
+    return "%s: %s" % (name, value) if value else str(name)
+
+
+def _merge_counts(target: Dict[str, int], counts: Mapping[str, int]) -> None:
+    for name, count in counts.items():
+        if count:
+            target[name] = target.get(name, 0) + count
+
+
+def _runs_from_outputs(nb: Any) -> Dict[int, CellRun]:
+    """Cell statuses of an already executed notebook (compare_only): error outputs mean error."""
+    runs: Dict[int, CellRun] = {}
+    for index, cell in enumerate(nb.get("cells") or []):
+        if cell.get("cell_type") != "code":
+            continue
+        errors = [o for o in cell.get("outputs") or [] if o.get("output_type") == "error"]
+        if errors:
+            error = {k: errors[0].get(k) for k in ("ename", "evalue", "traceback")}
+            runs[index] = CellRun(index=index, status=CellStatus.ERROR, error=error)
+        elif cell_policy(cell).skip:
+            runs[index] = CellRun(index=index, status=CellStatus.SKIPPED)
+        else:
+            runs[index] = CellRun(index=index, status=CellStatus.OK)
+    return runs
+
+
+def _stderr_text(outputs: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(str(o.get("text", "")) for o in outputs
+                   if o.get("output_type") == "stream" and o.get("name") == "stderr")
+
+
+def _source_diff(golden: str, actual: str) -> str:
+    return "\n".join(difflib.unified_diff(golden.splitlines(), actual.splitlines(), "golden source",
+                                          "executed source", n=2, lineterm=""))
+
+
+# ----------------------------------------------------------------------------- cell verdicts
+
+
+class _Comparer:
+    """Runs the comparison ladder of one cell: exact, normalized, tolerant."""
+
+    def __init__(self, options: CompareOptions, normalizer: Any):
+        self.options = options
+        self.exact = dataclasses.replace(options, strategy="exact")
+        self.normalizer = normalizer
+
+    def compare(self, result: CellResult, golden_outputs: Sequence[Any], actual_outputs: Sequence[Any],
+                policy: CellPolicy, context: Mapping[str, Any]) -> None:
+        from .normalization import strip_warnings, structural
+
+        expected, actual = structural(golden_outputs), structural(actual_outputs)
+        result.expected, result.actual = report_outputs(expected), report_outputs(actual)
+        stderr_policy = policy.stderr or self.options.stderr
+        if stderr_policy == "forbid":
+            written = _stderr_text(actual)
+            if written.strip():
+                result.verdict = Verdict.FAIL_OUTPUT
+                result.message = "stderr output is forbidden by the stderr policy; the cell wrote: %s" % (
+                    written.strip().splitlines()[0][:200])
+                return
+
+        first = compare_outputs(expected, actual, self.exact)
+        if first.equal:
+            result.verdict = Verdict.PASS
+            return
+        if self.options.strategy == "exact":
+            result.verdict = Verdict.FAIL_OUTPUT
+            result.message, result.diff = first.message, first.diff
+            return
+
+        fired: Dict[str, int] = {}
+        if stderr_policy == "ignore_warnings":
+            expected, removed_expected = strip_warnings(expected)
+            actual, removed_actual = strip_warnings(actual)
+            _merge_counts(fired, {STDERR_WARNINGS_RULE: removed_expected + removed_actual})
+        expected, counts = self.normalizer.apply_counted(expected, context)
+        _merge_counts(fired, counts)
+        actual, counts = self.normalizer.apply_counted(actual, context)
+        _merge_counts(fired, counts)
+        result.expected, result.actual = report_outputs(expected), report_outputs(actual)
+        result.rules_fired = fired
+
+        second = compare_outputs(expected, actual, self.options, rtol=policy.rtol, atol=policy.atol)
+        result.max_error = second.max_error
+        if second.equal and not second.tolerant:
+            result.verdict = Verdict.PASS_NORMALIZED
+            result.message = "equal after normalization (%s)" % (
+                ", ".join("%s x%d" % item for item in sorted(fired.items())) or "semantic comparison")
+        elif second.equal:
+            result.verdict = Verdict.PASS_TOLERANT
+            result.message, result.diff = second.message, second.diff
+        else:
+            result.verdict = Verdict.FAIL_OUTPUT
+            result.message, result.diff = second.message, second.diff
+
+
+def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
+                 outcome: Optional[ExecutionOutcome]) -> CellResult:
+    actual, golden = pair.actual, pair.golden
+    if actual is None:
+        result = CellResult(index=None, golden_index=pair.golden_index, cell_id=golden.get("id"),
+                            verdict=Verdict.MISSING, source=_source(golden))
+        result.message = "golden cell %d has no counterpart in the executed notebook" % pair.golden_index
+        result.expected = report_outputs(_structural(golden.get("outputs") or []))
+        return result
+
+    result = CellResult(index=pair.actual_index, golden_index=pair.golden_index, cell_id=actual.get("id"),
+                        verdict=Verdict.PASS, matched_by=pair.matched_by, source=_source(actual),
+                        duration=run.duration if run else None, error=run.error if run else None)
+    policy = cell_policy(actual)
+    status = run.status if run is not None else CellStatus.NOT_RUN
+    if policy.skip or status == CellStatus.SKIPPED:
+        result.verdict, result.message = Verdict.SKIPPED, "skipped by the cell's tags or metadata"
+        return result
+    if status == CellStatus.TIMEOUT:
+        result.verdict = Verdict.FAIL_TIMEOUT
+        result.message = _error_message(run.error) or "the cell timed out"
+        return result
+    if status == CellStatus.KERNEL_DIED:
+        result.verdict = Verdict.FAIL_KERNEL_DIED
+        stderr = (outcome.kernel_stderr if outcome else "").strip()
+        result.message = (_error_message(run.error) or "the kernel died while running this cell") + (
+            "; kernel stderr: %s" % stderr[-1000:] if stderr else "")
+        return result
+    if status == CellStatus.NOT_RUN:
+        result.verdict = Verdict.NOT_RUN
+        result.message = "not run: an earlier cell failed or the notebook deadline passed"
+        return result
+    if status == CellStatus.ERROR and not policy.raises_exception:
+        result.verdict = Verdict.FAIL_ERROR
+        result.message = _error_message(run.error) or "the cell failed"
+        result.actual = report_outputs(_structural(actual.get("outputs") or []))
+        return result
+    if status == CellStatus.OK and policy.raises_exception:
+        result.verdict = Verdict.FAIL_ERROR
+        result.message = "expected an exception, but the cell ran without error"
+        return result
+    if golden is None:
+        result.verdict = Verdict.EXTRA
+        result.message = "executed cell %d has no counterpart in the golden notebook" % pair.actual_index
+        result.actual = report_outputs(_structural(actual.get("outputs") or []))
+        return result
+    if pair.source_changed:
+        result.verdict = Verdict.SOURCE_CHANGED
+        result.message = "the golden cell (matched by %s) has different source: the golden is stale" % pair.matched_by
+        result.diff = _source_diff(_source(golden), _source(actual))
+        result.expected = report_outputs(_structural(golden.get("outputs") or []))
+        result.actual = report_outputs(_structural(actual.get("outputs") or []))
+        return result
+    if policy.ignore_output:
+        result.verdict, result.message = Verdict.PASS, "outputs not compared (ignore_output policy)"
+        return result
+    context = {"index": pair.actual_index, "cell_id": actual.get("id"), "tags": _tags(actual)}
+    comparer.compare(result, golden.get("outputs") or [], actual.get("outputs") or [], policy, context)
+    return result
+
+
+def _structural(outputs: Sequence[Any]) -> List[Dict[str, Any]]:
+    from .normalization import structural
+
+    return structural(outputs)
+
+
+def _injected_result(index: int, cell: Mapping[str, Any], run: Optional[CellRun]) -> CellResult:
+    result = CellResult(index=index, golden_index=None, cell_id=cell.get("id"), verdict=Verdict.PASS,
+                        source=_source(cell), duration=run.duration if run else None,
+                        error=run.error if run else None, message="injected parameters (not compared)")
+    status = run.status if run else CellStatus.NOT_RUN
+    mapping = {CellStatus.ERROR: Verdict.FAIL_ERROR, CellStatus.TIMEOUT: Verdict.FAIL_TIMEOUT,
+               CellStatus.KERNEL_DIED: Verdict.FAIL_KERNEL_DIED, CellStatus.NOT_RUN: Verdict.NOT_RUN}
+    if status in mapping:
+        result.verdict = mapping[status]
+        result.message = _error_message(run.error if run else None) or "injected parameters cell: %s" % status.value
+    return result
+
+
+def _compare_notebook(item: _Notebook, executed: Any, runs: Dict[int, CellRun], comparer: _Comparer,
+                      outcome: Optional[ExecutionOutcome]) -> List[Tuple[CellPair, CellResult]]:
+    golden_cells = list(item.golden.get("cells") or []) if item.golden is not None else []
+    actual_cells = list(executed.get("cells") or [])
+    pairs = align(_without_injected(golden_cells), _without_injected(actual_cells))
+    compared: List[Tuple[Optional[CellPair], CellResult]] = []
+    for pair in pairs:
+        run = runs.get(pair.actual_index) if pair.actual_index is not None else None
+        compared.append((pair, _cell_result(pair, run, comparer, outcome)))
+    # Injected-parameter cells take their executed position among the results.
+    for index, cell in enumerate(actual_cells):
+        if _is_injected(cell):
+            at = next((i for i, (_, r) in enumerate(compared) if r.index is not None and r.index > index),
+                      len(compared))
+            compared.insert(at, (None, _injected_result(index, cell, runs.get(index))))
+    item.result.cells = [result for _, result in compared]
+    return [(pair, result) for pair, result in compared if pair is not None]
+
+
+def _finish_verdict(item: _Notebook, outcome: Optional[ExecutionOutcome]) -> None:
+    """Worst cell verdict; a notebook-level execution error makes it at least FAIL_ERROR."""
+    result = item.result
+    verdicts = [cell.verdict for cell in result.cells]
+    if outcome is not None and outcome.error:
+        result.error = outcome.error
+        verdicts.append(Verdict.FAIL_ERROR)
+    result.verdict = worst(verdicts)
+    for cell in result.cells:
+        _merge_counts(result.rules_fired, cell.rules_fired)
+
+
+# ----------------------------------------------------------------------------- update_golden
+
+
+def _disk_outputs(outputs: Sequence[Any]) -> List[Any]:
+    """Outputs in the form nbformat writes them (multi-line strings split into lines)."""
+    import nbformat  # the notebooks were read with it, so it is importable here
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell(source="", outputs=copy.deepcopy(list(outputs))))
+    return json.loads(nbformat.writes(nb, version=4))["cells"][0]["outputs"]
+
+
+def _disk_source(source: str, like: Any) -> Any:
+    return source.splitlines(True) if isinstance(like, list) else source
+
+
+def _json_style(text: str, data: Any) -> Optional[Dict[str, Any]]:
+    """json.dumps arguments that reproduce ``text`` exactly, or None."""
+    lines = text.split("\n", 2)
+    indent: Optional[int] = None
+    if len(lines) > 1 and lines[0].strip() == "{":
+        indent = len(lines[1]) - len(lines[1].lstrip(" "))
+    trailing = text[len(text.rstrip("\n")):]
+    for sort_keys in (True, False):
+        for ensure_ascii in (False, True):
+            style = {"indent": indent, "sort_keys": sort_keys, "ensure_ascii": ensure_ascii,
+                     "separators": (",", ": ") if indent is not None else (", ", ": ")}
+            if json.dumps(data, **style) + trailing == text:
+                style["trailing"] = trailing
+                return style
+    return None
+
+
+def _write_text_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = os.stat(path).st_mode & 0o7777
+    handle, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temp_path, mode)
+        os.replace(temp_path, path)
+    except OSError:
+        try:
+            os.unlink(temp_path)
+        except OSError:
+            pass
+        raise
+
+
+def _update_golden(item: _Notebook, executed: Any, compared: Sequence[Tuple[CellPair, CellResult]]) -> None:
+    golden_path = item.golden_path or item.path
+    if item.golden is None:
+        _nbio().write_notebook(executed, golden_path)
+        item.result.golden_written = True
+        item.result.warnings.append("golden notebook %s did not exist; it was written from this run" % golden_path)
+        return
+    updates = [(pair, result) for pair, result in compared
+               if result.verdict in _FAILED_OUTPUT_VERDICTS and pair.golden is not None and pair.actual is not None]
+    unaligned = sum(1 for _, result in compared if result.verdict in (Verdict.MISSING, Verdict.EXTRA))
+    if unaligned:
+        item.result.warnings.append(
+            "update_golden does not add or remove cells: %d MISSING/EXTRA cell(s) left in %s" % (unaligned, golden_path))
+    if not updates:
+        return
+    try:
+        with open(golden_path, "r", encoding="utf-8-sig") as handle:
+            text = handle.read()
+        raw = json.loads(text)
+        style = _json_style(text, raw)
+        for pair, result in updates:
+            cell = raw["cells"][pair.golden_index]
+            cell["outputs"] = _disk_outputs(pair.actual.get("outputs") or [])
+            if "execution_count" in cell or pair.actual.get("execution_count") is not None:
+                cell["execution_count"] = pair.actual.get("execution_count")
+            if result.verdict == Verdict.SOURCE_CHANGED:
+                cell["source"] = _disk_source(_source(pair.actual), cell.get("source"))
+            result.message += " (golden updated)"
+        if style is not None:
+            trailing = style.pop("trailing")
+            _write_text_atomically(golden_path, json.dumps(raw, **style) + trailing)
+        else:
+            nbio = _nbio()
+            nbio.write_notebook(nbio.notebook_from_dict(raw, golden_path), golden_path)
+    except (OSError, ValueError, KeyError, IndexError, EngineError) as exc:
+        item.result.warnings.append("could not update golden notebook %s: %s" % (golden_path, exc))
+        return
+    item.result.golden_written = True
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _option_errors(options: ValidateOptions) -> List[str]:
+    errors = []
+    if options.mode not in MODES:
+        errors.append("unknown mode %r; use one of %s" % (options.mode, ", ".join(MODES)))
+    if options.compare.strategy not in STRATEGIES:
+        errors.append("unknown comparison strategy %r; use one of %s" % (
+            options.compare.strategy, ", ".join(STRATEGIES)))
+    if options.compare.stderr not in STDERR_POLICIES:
+        errors.append("unknown stderr policy %r; use one of %s" % (options.compare.stderr, ", ".join(STDERR_POLICIES)))
+    return errors
+
+
+def _executed_path(item: _Notebook, paths: Sequence[str], executed_dir: str) -> str:
+    root = _common_root(paths)
+    relative = os.path.relpath(os.path.abspath(item.path), root) if root else os.path.basename(item.path)
+    return os.path.join(os.path.abspath(os.path.expanduser(executed_dir)), relative)
+
+
+def _load(item: _Notebook, paths: Sequence[str], golden: Optional[str], mode: str) -> None:
+    """Read the notebook and its golden; errors mark the item failed."""
+    nbio = _nbio()
+    try:
+        item.notebook = nbio.read_notebook(item.path)
+    except EngineError as exc:
+        item.fail(str(exc))
+        return
+    if item.golden_path is None:
+        item.golden = item.notebook
+        return
+    if not os.path.exists(item.golden_path):
+        if mode == "update_golden":
+            item.golden = None
+            return
+        where = "" if not _golden_is_directory(str(golden)) else " (looked for %s)" % " and ".join(
+            _golden_candidates(item.path, paths, os.path.abspath(os.path.expanduser(str(golden)))))
+        item.fail("golden notebook not found: %s%s" % (item.golden_path, where))
+        return
+    try:
+        item.golden = nbio.read_notebook(item.golden_path)
+    except EngineError as exc:
+        item.fail("golden notebook: %s" % exc)
+
+
+def _evaluate(item: _Notebook, executed: Any, runs: Dict[int, CellRun], comparer: _Comparer,
+              outcome: Optional[ExecutionOutcome], options: ValidateOptions, paths: Sequence[str]) -> None:
+    result = item.result
+    if outcome is not None:
+        result.kernel = outcome.kernel_name
+        result.kernel_stderr = (outcome.kernel_stderr or "")[-KERNEL_STDERR_LIMIT:]
+        result.kernel_start_seconds = outcome.kernel_start_seconds
+    try:
+        compared = _compare_notebook(item, executed, runs, comparer, outcome)
+        _finish_verdict(item, outcome)
+        if options.executed_dir and outcome is not None:
+            target = _executed_path(item, paths, options.executed_dir)
+            try:
+                _nbio().write_notebook(executed, target)
+                result.executed_path = target
+            except EngineError as exc:
+                result.warnings.append(str(exc))
+        if options.mode == "update_golden" and (outcome is None or not outcome.error):
+            _update_golden(item, executed, compared)
+        elif options.mode == "update_golden":
+            result.warnings.append("golden not updated: the notebook did not run to the end (%s)" % outcome.error)
+    except EngineError as exc:
+        item.fail(str(exc))
+    except Exception as exc:  # one notebook's unexpected problem must not stop the others
+        item.fail("internal error while comparing this notebook: %s: %s" % (type(exc).__name__, exc))
+    result.duration = outcome.duration if outcome is not None and outcome.duration is not None \
+        else time.monotonic() - item.started
+
+
+def validate_notebooks(paths: Sequence[str], golden: Optional[str], options: Optional[ValidateOptions] = None
+                       ) -> RunResult:
+    """Validate notebooks against their golden outputs; see the module docstring."""
+    started = time.monotonic()
+    options = options or ValidateOptions()
+    paths = [str(path) for path in paths]
+    stored = _is_stored(golden)
+    items = [_Notebook(i, path, None if stored else golden_for(path, paths, golden)) for i, path in enumerate(paths)]
+
+    run_error = "; ".join(_option_errors(options))
+    normalizer = None
+    if not run_error:
+        try:
+            from .normalization import Normalizer
+
+            normalizer = Normalizer(options.compare)
+        except EngineError as exc:
+            run_error = str(exc)
+    if not run_error and not stored and not _golden_is_directory(str(golden)) and len(paths) > 1:
+        run_error = ("a golden notebook file can only be used with a single notebook (%d given); "
+                     "use a directory of golden notebooks" % len(paths))
+    if not run_error and stored and options.mode == "compare_only":
+        run_error = ("compare_only needs a golden notebook or directory: a notebook compared with its own "
+                     "stored outputs always matches")
+
+    for item in items:
+        if run_error:
+            item.fail(run_error)
+        else:
+            _load(item, paths, golden, options.mode)
+
+    comparer = _Comparer(options.compare, normalizer)
+    ready = [item for item in items if item.result.error is None]
+    if options.mode == "compare_only":
+        for item in ready:
+            _evaluate(item, item.notebook, _runs_from_outputs(item.notebook), comparer, None, options, paths)
+    elif ready:
+        _execute_and_evaluate(ready, comparer, options, paths)
+
+    if normalizer is not None:
+        never_fired = normalizer.warnings()
+        for item in items:
+            item.result.warnings.extend(never_fired)
+    return RunResult(notebooks=[item.result for item in items], duration=time.monotonic() - started)
+
+
+def _execute_and_evaluate(ready: List[_Notebook], comparer: _Comparer, options: ValidateOptions,
+                          paths: Sequence[str]) -> None:
+    try:
+        from .execution import execute_many
+    except ImportError as exc:
+        for item in ready:
+            item.fail("the notebook executor is not available: %s" % exc)
+        return
+    # The executor runs a copy (the notebook object is not modified): with stored goldens
+    # the outputs read from the file stay the golden.
+    jobs = [(item.notebook, options.execution, item.path) for item in ready]
+    pending = set(range(len(ready)))
+    try:
+        for job_index, outcome in execute_many(jobs, options.parallel):
+            pending.discard(job_index)
+            item = ready[job_index]
+            item.started = time.monotonic()
+            runs = {run.index: run for run in outcome.cells}
+            _evaluate(item, outcome.notebook if outcome.notebook is not None else jobs[job_index][0],
+                      runs, comparer, outcome, options, paths)
+    except EngineError as exc:
+        for index in pending:
+            ready[index].fail(str(exc))
+    except Exception as exc:  # the executor failed as a whole: every notebook not yet reported fails
+        for index in pending:
+            ready[index].fail("execution failed: %s: %s" % (type(exc).__name__, exc))
