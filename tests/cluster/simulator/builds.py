@@ -370,7 +370,7 @@ def replace_last_from(dockerfile: str, image: str) -> str:
     """Point the last FROM at ``image``, as OpenShift does with dockerStrategy.from (keeps ``AS name``)."""
     lines = dockerfile.splitlines()
     for index in range(len(lines) - 1, -1, -1):
-        match = re.match(r"^(\s*FROM\s+)(?:--platform=\S+\s+)?(\S+)(.*)$", lines[index], re.IGNORECASE)
+        match = re.match(r"^(\s*FROM\s+(?:--platform=\S+\s+)?)(\S+)(.*)$", lines[index], re.IGNORECASE)
         if match:
             lines[index] = f"{match.group(1)}{image}{match.group(3)}"
             return "\n".join(lines) + "\n"
