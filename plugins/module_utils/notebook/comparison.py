@@ -39,6 +39,10 @@ Comparators:
   references to them rewritten) and compared as text.
 * anything else, and any payload larger than ``max_payload_bytes``: by SHA-256.
 
+``options.ignore_mime_types`` entries are MIME patterns (``text/*``), output types
+(``display_data``, ``error``...) or stream names (``stderr``); what they select is not
+compared, and an output left without data is dropped.
+
 Tolerance is on when the strategy is ``tolerant``, or when the strategy is
 ``normalized`` and the caller passes a per-cell ``rtol`` / ``atol``; never with
 ``exact`` (which also compares images by hash).
@@ -49,6 +53,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import fnmatch
 import hashlib
 import io
 import json
@@ -678,8 +683,10 @@ def payload_text_form(mime: str, payload: Any, options: Optional[CompareOptions]
 
 
 def _bundle(output: Mapping[str, Any], ignored: Sequence[str]) -> Dict[str, Any]:
+    """The MIME bundle without ignored types (shell-style patterns, as the normalizer reads them)."""
     data = output.get("data") or {}
-    return {mime: value for mime, value in data.items() if mime not in ignored}
+    return {mime: value for mime, value in data.items()
+            if not any(fnmatch.fnmatchcase(mime, pattern) for pattern in ignored)}
 
 
 def _kept_outputs(outputs: Sequence[Mapping[str, Any]], ignored: Sequence[str]) -> List[Mapping[str, Any]]:

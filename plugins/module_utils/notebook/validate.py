@@ -401,6 +401,30 @@ def _disk_outputs(outputs: Sequence[Any]) -> List[Any]:
     return json.loads(nbformat.writes(nb, version=4))["cells"][0]["outputs"]
 
 
+def _shaped_like(new: Any, model: Any) -> Any:
+    """``new`` with the key order and string shape (one str / list of lines) of ``model``."""
+    if isinstance(new, dict) and isinstance(model, dict):
+        ordered = {key: _shaped_like(new[key], model[key]) for key in model if key in new}
+        ordered.update((key, item) for key, item in new.items() if key not in ordered)
+        return ordered
+    if isinstance(new, list) and isinstance(model, str) and all(isinstance(line, str) for line in new):
+        return "".join(new)
+    return new
+
+
+def _outputs_like(outputs: List[Any], cell: Mapping[str, Any], all_cells: Sequence[Any]) -> List[Any]:
+    """New outputs written the way this golden file writes its outputs (for byte stability)."""
+    old = [o for o in cell.get("outputs") or [] if isinstance(o, dict)]
+    others = [o for c in all_cells if isinstance(c, dict) for o in c.get("outputs") or [] if isinstance(o, dict)]
+    shaped = []
+    for position, output in enumerate(outputs):
+        kind = output.get("output_type")
+        model = old[position] if position < len(old) and old[position].get("output_type") == kind else None
+        model = model or next((o for o in old + others if o.get("output_type") == kind), None)
+        shaped.append(_shaped_like(output, model) if model is not None else output)
+    return shaped
+
+
 def _disk_source(source: str, like: Any) -> Any:
     return source.splitlines(True) if isinstance(like, list) else source
 
@@ -458,24 +482,34 @@ def _update_golden(item: _Notebook, executed: Any, compared: Sequence[Tuple[Cell
         with open(golden_path, "r", encoding="utf-8-sig") as handle:
             text = handle.read()
         raw = json.loads(text)
-        style = _json_style(text, raw)
+        in_place = (isinstance(raw, dict) and raw.get("nbformat") == 4 and isinstance(raw.get("cells"), list)
+                    and len(raw["cells"]) == len(item.golden.cells))
+        # nbformat 4 files are edited as JSON, so untouched cells keep their bytes; older
+        # formats (upgraded when read) are written back as nbformat 4.
+        cells = raw["cells"] if in_place else item.golden.cells
         for pair, result in updates:
-            cell = raw["cells"][pair.golden_index]
-            cell["outputs"] = _disk_outputs(pair.actual.get("outputs") or [])
+            cell = cells[pair.golden_index]
+            outputs = copy.deepcopy(list(pair.actual.get("outputs") or []))
+            cell["outputs"] = _outputs_like(_disk_outputs(outputs), cell, cells) if in_place else outputs
             if "execution_count" in cell or pair.actual.get("execution_count") is not None:
                 cell["execution_count"] = pair.actual.get("execution_count")
             if result.verdict == Verdict.SOURCE_CHANGED:
-                cell["source"] = _disk_source(_source(pair.actual), cell.get("source"))
-            result.message += " (golden updated)"
+                cell["source"] = _disk_source(_source(pair.actual), cell.get("source")) if in_place \
+                    else _source(pair.actual)
+        style = _json_style(text, json.loads(text)) if in_place else None
         if style is not None:
             trailing = style.pop("trailing")
             _write_text_atomically(golden_path, json.dumps(raw, **style) + trailing)
-        else:
+        elif in_place:
             nbio = _nbio()
             nbio.write_notebook(nbio.notebook_from_dict(raw, golden_path), golden_path)
+        else:
+            _nbio().write_notebook(item.golden, golden_path)
     except (OSError, ValueError, KeyError, IndexError, EngineError) as exc:
         item.result.warnings.append("could not update golden notebook %s: %s" % (golden_path, exc))
         return
+    for _, result in updates:
+        result.message += " (golden updated)"
     item.result.golden_written = True
 
 

@@ -299,9 +299,15 @@ def test_update_golden_rewrites_only_the_failing_cell(tmp_path):
     golden_dir = tmp_path / "golden"
     golden_path = write(str(golden_dir / "nb.ipynb"), notebook(*golden_cells))
     before = open(golden_path, encoding="utf-8").read()
+    # A golden written in another JSON style (2-space indent, keys unsorted) keeps its style.
+    styled_path = write(str(tmp_path / "nbs" / "styled.ipynb"), notebook(code("s1", "print(1)"), code("s2", "2")))
+    styled_golden = notebook(code("s1", "print(1)", [stdout("1\n")], count=1), code("s2", "2", [value("3", 2)], count=2))
+    styled_text = json.dumps({"nbformat_minor": 5, "nbformat": 4, "metadata": styled_golden.metadata,
+                              "cells": styled_golden.cells}, indent=2, ensure_ascii=True)
+    (golden_dir / "styled.ipynb").write_text(styled_text, encoding="utf-8")
 
-    run = validate_notebooks([path, missing_path], str(golden_dir), ValidateOptions(mode="update_golden"))
-    updated, created = run.notebooks
+    run = validate_notebooks([path, missing_path, styled_path], str(golden_dir), ValidateOptions(mode="update_golden"))
+    updated, created, styled = run.notebooks
     assert by_id(updated)["keep"].verdict == Verdict.PASS_NORMALIZED
     assert by_id(updated)["fix"].verdict == Verdict.FAIL_OUTPUT and "golden updated" in by_id(updated)["fix"].message
     assert updated.golden_written
@@ -314,6 +320,10 @@ def test_update_golden_rewrites_only_the_failing_cell(tmp_path):
 
     assert created.golden_written and any("did not exist" in w for w in created.warnings)
     assert nbformat.read(str(golden_dir / "new.ipynb"), as_version=4).cells[0].outputs[0]["text"] == "fresh\n"
+
+    assert styled.golden_written and [c.verdict for c in styled.cells] == [Verdict.PASS, Verdict.FAIL_OUTPUT]
+    styled_after = (golden_dir / "styled.ipynb").read_text(encoding="utf-8")
+    assert styled_after == styled_text.replace('"3"', '"2"')
 
     again = validate_notebooks([path], str(golden_dir), ValidateOptions()).notebooks[0]
     assert again.verdict == Verdict.PASS_NORMALIZED and not again.golden_written
