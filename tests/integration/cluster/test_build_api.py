@@ -1,0 +1,314 @@
+"""build.openshift.io/v1 on the test cluster, through the API as the modules use it.
+
+Locally the group is served by the aggregated API server in tests/cluster/aggregator (objects kept in the real API
+server, RBAC through SubjectAccessReviews) and builds are run by the simulator. The same tests run against a real
+OpenShift cluster (``MLOPS_NOTEBOOKS_EXISTING_CLUSTER=1``), except those that use the simulator's scenario hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+import pytest
+import requests
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from playbook_runner import run_playbook
+
+GROUP, VERSION = "build.openshift.io", "v1"
+SCENARIO = "sim.mlops.test/scenario"
+BUILD_TIMEOUT_SECONDS = 600
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (ApiException, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _needs_simulator(cluster: Any) -> None:
+    if cluster.existing:
+        pytest.skip("uses the simulator's scenario hooks, which a real cluster does not have")
+
+
+def _build_config(name: str, *, dockerfile: str = "FROM scratch\n", output: dict[str, Any] | None = None,
+                  labels: dict[str, str] | None = None, base: str | None = None) -> dict[str, Any]:
+    strategy: dict[str, Any] = {"dockerStrategy": {}}
+    if base:
+        strategy["dockerStrategy"]["from"] = {"kind": "DockerImage", "name": base}
+    spec: dict[str, Any] = {"source": {"dockerfile": dockerfile}, "strategy": strategy}
+    if output:
+        spec["output"] = {"to": output}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "BuildConfig",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec,
+    }
+
+
+def _instantiate(api: client.ApiClient, namespace: str, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    body = {"kind": "BuildRequest", "apiVersion": f"{GROUP}/{VERSION}",
+            "metadata": {"name": name, "annotations": annotations or {}}}
+    return _post(api, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/buildconfigs/{name}/instantiate", body)
+
+
+def _post(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    data, _status, _headers = api.call_api(path, "POST", body=body, response_type="object", auth_settings=["BearerToken"],
+                                           header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                                           _return_http_data_only=False)
+    return data
+
+
+def _get_raw(api: client.ApiClient, path: str, query: list[tuple[str, str]] | None = None) -> str:
+    response = api.call_api(path, "GET", query_params=query or [], auth_settings=["BearerToken"],
+                            header_params={"Accept": "*/*"}, _preload_content=False, _return_http_data_only=True)
+    return response.data.decode()
+
+
+def _wait_for_phase(api: client.ApiClient, namespace: str, name: str, phases: tuple[str, ...],
+                    timeout: float = BUILD_TIMEOUT_SECONDS) -> dict[str, Any]:
+    objects = client.CustomObjectsApi(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        build = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, "builds", name)
+        phase = (build.get("status") or {}).get("phase")
+        if phase in phases:
+            return build
+        assert time.monotonic() < deadline, f"build {name} still {phase} after {timeout:.0f} s: {build.get('status')}"
+        time.sleep(1.0)
+
+
+def test_discovery_shows_the_build_group_as_openshift_does(cluster: Any) -> None:
+    with cluster.api_client() as api:
+        groups = {group.name: group for group in client.ApisApi(api).get_api_versions().groups}
+        assert groups[GROUP].preferred_version.group_version == "build.openshift.io/v1"
+        resources = client.CustomObjectsApi(api).get_api_resources(GROUP, VERSION)
+        by_name = {resource.name: resource for resource in resources.resources}
+        assert {"buildconfigs", "buildconfigs/instantiate", "builds", "builds/log"} <= set(by_name)
+        assert by_name["buildconfigs"].kind == "BuildConfig" and by_name["buildconfigs"].namespaced
+        assert "bc" in (by_name["buildconfigs"].short_names or [])
+        assert by_name["buildconfigs/instantiate"].kind == "BuildRequest"
+        assert set(by_name["builds"].verbs) >= {"create", "delete", "get", "list", "patch", "update", "watch"}
+
+
+def test_buildconfig_crud_watch_and_errors(cluster: Any, namespace: str) -> None:
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        events: list[tuple[str, str]] = []
+        stream = watch.Watch()
+        created_event = threading.Event()
+
+        def follow() -> None:
+            for event in stream.stream(objects.list_namespaced_custom_object, GROUP, VERSION, namespace, "buildconfigs",
+                                       timeout_seconds=60):
+                events.append((event["type"], event["object"]["metadata"]["name"]))
+                assert event["object"]["apiVersion"] == "build.openshift.io/v1"
+                created_event.set()
+                if event["type"] == "DELETED":
+                    stream.stop()
+
+        watcher = threading.Thread(target=follow, daemon=True)
+        watcher.start()
+        time.sleep(1.0)  # the watch is open before the changes start
+        created = objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "buildconfigs", _build_config("nb", labels={"app": "notebook"}))
+        # OpenShift's defaults
+        assert created["apiVersion"] == "build.openshift.io/v1"
+        assert created["spec"]["runPolicy"] == "Serial"
+        assert created["spec"]["strategy"]["type"] == "Docker"
+        assert created["spec"]["source"]["type"] == "Dockerfile"
+        assert created["status"]["lastVersion"] == 0
+
+        objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", _build_config("other"))
+        listed = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", label_selector="app=notebook")
+        assert listed["kind"] == "BuildConfigList" and [item["metadata"]["name"] for item in listed["items"]] == ["nb"]
+
+        patched = objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", "nb",
+                                                         {"metadata": {"labels": {"stage": "patched"}}})
+        assert patched["metadata"]["labels"] == {"app": "notebook", "stage": "patched"}
+
+        stale = dict(created)
+        stale["metadata"] = dict(created["metadata"], labels={"stale": "yes"})
+        with pytest.raises(ApiException) as conflict:
+            objects.replace_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", "nb", stale)
+        assert conflict.value.status == 409
+        assert "buildconfigs.build.openshift.io" in json.loads(conflict.value.body)["message"]
+
+        invalid = _build_config("broken")
+        invalid["spec"]["strategy"] = {}
+        with pytest.raises(ApiException) as unprocessable:
+            objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", invalid)
+        assert unprocessable.value.status == 422
+        assert "spec.strategy" in json.loads(unprocessable.value.body)["message"]
+
+        with pytest.raises(ApiException) as duplicate:
+            objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", _build_config("nb"))
+        assert duplicate.value.status == 409
+
+        objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", "nb")
+        with pytest.raises(ApiException) as missing:
+            objects.get_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", "nb")
+        assert missing.value.status == 404
+        assert json.loads(missing.value.body)["message"] == 'buildconfigs.build.openshift.io "nb" not found'
+        watcher.join(timeout=30)
+        assert created_event.is_set()
+        assert ("ADDED", "nb") in events and ("MODIFIED", "nb") in events and ("DELETED", "nb") in events
+
+
+def test_server_side_apply_and_field_manager_conflicts(cluster: Any, namespace: str) -> None:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/buildconfigs/applied"
+    manifest = _build_config("applied", labels={"owner": "first"})
+
+    def apply(body: dict[str, Any], manager: str, force: bool = False) -> dict[str, Any]:
+        with cluster.api_client() as api:
+            query = [("fieldManager", manager)] + ([("force", "true")] if force else [])
+            data, _status, _headers = api.call_api(
+                path, "PATCH", body=body, query_params=query, response_type="object", auth_settings=["BearerToken"],
+                header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+                _return_http_data_only=False)
+            return data
+
+    first = apply(manifest, "first-manager")
+    assert first["metadata"]["labels"] == {"owner": "first"}
+    assert {entry["manager"] for entry in first["metadata"]["managedFields"]} >= {"first-manager"}
+    assert all(entry["apiVersion"] == "build.openshift.io/v1" for entry in first["metadata"]["managedFields"])
+    second = _build_config("applied", labels={"owner": "second"})
+    with pytest.raises(ApiException) as conflict:
+        apply(second, "second-manager")
+    assert conflict.value.status == 409
+    forced = apply(second, "second-manager", force=True)
+    assert forced["metadata"]["labels"] == {"owner": "second"}
+
+
+def test_kubernetes_core_k8s_creates_and_keeps_a_buildconfig_idempotent(cluster: Any, namespace: str, tmp_path: Any) -> None:
+    playbook = tmp_path / "bc.yml"
+    definition = _build_config("through-ansible", labels={"app": "nb"})
+    definition["metadata"]["namespace"] = namespace
+    playbook.write_text(json.dumps([{
+        "hosts": "localhost",
+        "gather_facts": False,
+        "tasks": [
+            {"name": "bc", "kubernetes.core.k8s": {"kubeconfig": str(cluster.kubeconfig), "state": "present",
+                                                   "definition": definition}},
+            {"name": "bc again", "kubernetes.core.k8s": {"kubeconfig": str(cluster.kubeconfig), "state": "present",
+                                                         "definition": definition}},
+            {"name": "bc info", "kubernetes.core.k8s_info": {"kubeconfig": str(cluster.kubeconfig),
+                                                              "api_version": "build.openshift.io/v1", "kind": "BuildConfig",
+                                                              "namespace": namespace, "label_selectors": ["app=nb"]}},
+        ],
+    }]))
+    run = run_playbook(str(playbook))
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.result("bc")["changed"] is True
+    assert run.result("bc again")["changed"] is False
+    resources = run.result("bc info")["resources"]
+    assert [r["metadata"]["name"] for r in resources] == ["through-ansible"]
+    assert resources[0]["spec"]["runPolicy"] == "Serial"
+
+
+def test_instantiate_numbers_builds_and_bumps_last_version(cluster: Any, namespace: str) -> None:
+    _needs_simulator(cluster)
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", _build_config("numbered"))
+        first = _instantiate(api, namespace, "numbered", {SCENARIO: "fail"})
+        second = _instantiate(api, namespace, "numbered", {SCENARIO: "fail"})
+        assert (first["kind"], first["metadata"]["name"]) == ("Build", "numbered-1")
+        assert second["metadata"]["name"] == "numbered-2"
+        assert second["metadata"]["labels"]["openshift.io/build-config.name"] == "numbered"
+        assert second["metadata"]["annotations"]["openshift.io/build.number"] == "2"
+        assert second["metadata"]["ownerReferences"][0]["kind"] == "BuildConfig"
+        config = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", "numbered")
+        assert config["status"]["lastVersion"] == 2
+        with pytest.raises(ApiException) as missing:
+            _instantiate(api, namespace, "no-such-config")
+        assert missing.value.status == 404
+
+
+def test_failing_build_reports_reason_snippet_and_log(cluster: Any, namespace: str) -> None:
+    _needs_simulator(cluster)
+    with cluster.api_client() as api:
+        client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs",
+                                                                     _build_config("broken"))
+        build = _instantiate(api, namespace, "broken", {SCENARIO: "fail"})
+        finished = _wait_for_phase(api, namespace, build["metadata"]["name"], ("Complete", "Failed", "Error"), timeout=60)
+        status = finished["status"]
+        assert status["phase"] == "Failed"
+        assert status["reason"] == "GenericBuildFailed"
+        assert "simulated failure" in status["logSnippet"]
+        assert status["completionTimestamp"] and isinstance(status["duration"], int)
+        log = _get_raw(api, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/builds/{build['metadata']['name']}/log")
+        assert "simulated failure" in log
+
+
+def test_rbac_decides_who_may_instantiate(cluster: Any, namespace: str) -> None:
+    with cluster.api_client() as api:
+        client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs",
+                                                                     _build_config("guarded"))
+    kubeconfig = cluster.service_account_kubeconfig(namespace, "robot")
+    annotations = {SCENARIO: "fail"} if not cluster.existing else {}
+    with cluster.api_client(kubeconfig) as robot:
+        with pytest.raises(ApiException) as denied:
+            _instantiate(robot, namespace, "guarded", annotations)
+        assert denied.value.status == 403
+        message = json.loads(denied.value.body)["message"]
+        assert f'User "system:serviceaccount:{namespace}:robot" cannot create resource "buildconfigs/instantiate"' in message
+        assert 'in API group "build.openshift.io"' in message
+        with cluster.api_client() as api:
+            rbac = client.RbacAuthorizationV1Api(api)
+            rbac.create_namespaced_role(namespace, {
+                "metadata": {"name": "build-starter"},
+                "rules": [{"apiGroups": [GROUP], "resources": ["buildconfigs/instantiate"], "verbs": ["create"]},
+                          {"apiGroups": [GROUP], "resources": ["builds", "builds/log"], "verbs": ["get", "list", "watch"]}],
+            })
+            rbac.create_namespaced_role_binding(namespace, {
+                "metadata": {"name": "robot-starts-builds"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "build-starter"},
+                "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": namespace}],
+            })
+        build = _eventually(lambda: _instantiate(robot, namespace, "guarded", annotations))
+        assert build["metadata"]["name"] == "guarded-1"
+        with pytest.raises(ApiException) as still_denied:  # the Role allows no delete
+            client.CustomObjectsApi(robot).delete_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", "guarded")
+        assert still_denied.value.status == 403
+
+
+def test_docker_build_with_inline_dockerfile_pushes_to_the_registry(cluster: Any, namespace: str) -> None:
+    _needs_simulator(cluster)
+    if not cluster.registry:
+        pytest.skip("no local registry: the test images were not built (scripts/bootstrap.sh images)")
+    marker = uuid.uuid4().hex
+    dockerfile = f"FROM placeholder\nRUN echo {marker} > /built.txt\nLABEL built-by=test\n"
+    config = _build_config("real", dockerfile=dockerfile, base=f"{cluster.registry}/testimages/no-python:latest",
+                           output={"kind": "ImageStreamTag", "name": "built:v1"})
+    with cluster.api_client() as api:
+        client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", config)
+        build = _instantiate(api, namespace, "real")
+        name = build["metadata"]["name"]
+        followed = _get_raw(api, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/builds/{name}/log", [("follow", "true")])
+        finished = _wait_for_phase(api, namespace, name, ("Complete", "Failed", "Error", "Cancelled"))
+        status = finished["status"]
+        assert status["phase"] == "Complete", status.get("logSnippet") or followed[-2000:]
+        digest = status["output"]["to"]["imageDigest"]
+        assert digest.startswith("sha256:")
+        assert status["outputDockerImageReference"] == f"{cluster.registry}/{namespace}/built:v1"
+        assert marker in followed and "Push successful" in followed
+        manifest = requests.get(f"http://{cluster.registry}/v2/{namespace}/built/manifests/v1", timeout=10, headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
+        assert manifest.status_code == 200 and manifest.headers["Docker-Content-Digest"] == digest
+        stream = client.CustomObjectsApi(api).get_namespaced_custom_object("image.openshift.io", "v1", namespace,
+                                                                           "imagestreams", "built")
+        tag = next(entry for entry in stream["status"]["tags"] if entry["tag"] == "v1")
+        assert tag["items"][0]["image"] == digest
+        assert tag["items"][0]["dockerImageReference"] == f"{cluster.registry}/{namespace}/built@{digest}"

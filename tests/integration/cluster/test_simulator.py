@@ -1,0 +1,294 @@
+"""The controllers the simulator plays (tests/cluster/simulator), exercised through the API like a user would:
+image import, the kubelet (pods, logs, termination messages, deadlines) and Tekton runs.
+
+They need the local registry and its test images, and the simulator's node, so they are skipped with a reason
+on a cluster without them (a real cluster cannot reach this machine's registry).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+import requests
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+IMAGE_GROUP, TEKTON_GROUP, VERSION = "image.openshift.io", "tekton.dev", "v1"
+RESTRICTED_POD_CONTEXT = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER_CONTEXT = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+POD_TIMEOUT_SECONDS = 300
+
+
+@pytest.fixture
+def registry(cluster: Any) -> str:
+    if cluster.existing:
+        pytest.skip("needs the local control plane's simulator and registry")
+    if not cluster.registry:
+        pytest.skip("no local registry: the test images were not built (scripts/bootstrap.sh images)")
+    return cluster.registry
+
+
+def _manifest_digest(registry: str, repository: str, tag: str) -> str:
+    response = requests.get(f"http://{registry}/v2/{repository}/manifests/{tag}", timeout=10, headers={"Accept": ", ".join([
+        "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"])})
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"]
+
+
+def _wait(read: Any, done: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout:.0f} s; last: {value}"
+        time.sleep(0.5)
+
+
+def _pod_status(core: client.CoreV1Api, namespace: str, name: str, phases: tuple[str, ...]) -> client.V1Pod:
+    return _wait(lambda: core.read_namespaced_pod(name, namespace), lambda pod: pod.status.phase in phases,
+                 POD_TIMEOUT_SECONDS, f"pod {name} in {phases}")
+
+
+def _stream_tag(objects: client.CustomObjectsApi, namespace: str, name: str, tag: str) -> dict[str, Any] | None:
+    stream = objects.get_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreams", name)
+    return next((entry for entry in (stream.get("status") or {}).get("tags") or [] if entry["tag"] == tag), None)
+
+
+def _image_stream(name: str, source: str, insecure: bool = True, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "image.openshift.io/v1", "kind": "ImageStream",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {"lookupPolicy": {"local": False}, "tags": [{
+            "name": "latest", "from": {"kind": "DockerImage", "name": source},
+            "importPolicy": {"insecure": insecure}, "referencePolicy": {"type": "Source"}}]},
+    }
+
+
+def test_node_is_ready_with_a_kubelet_endpoint(cluster: Any, registry: str) -> None:
+    with cluster.api_client() as api:
+        nodes = client.CoreV1Api(api).list_node().items
+    assert [node.metadata.name for node in nodes] == ["mlops-sim-node"]
+    node = nodes[0]
+    ready = next(c for c in node.status.conditions if c.type == "Ready")
+    assert ready.status == "True"
+    assert {(a.type, a.address) for a in node.status.addresses} >= {("InternalIP", "127.0.0.1")}
+    assert node.status.daemon_endpoints.kubelet_endpoint.port > 0
+
+
+def test_imagestream_import_resolves_the_digest(cluster: Any, namespace: str, registry: str) -> None:
+    source = f"{registry}/testimages/notebook:latest"
+    expected = _manifest_digest(registry, "testimages/notebook", "latest")
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        objects.create_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreams", _image_stream("nb", source))
+        tag = _wait(lambda: _stream_tag(objects, namespace, "nb", "latest"), lambda t: t and t.get("items"), 60,
+                    "an imported tag")
+        stream = objects.get_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreams", "nb")
+    item = tag["items"][0]
+    assert item["image"] == expected
+    assert item["dockerImageReference"] == f"{registry}/testimages/notebook@{expected}"
+    assert item["created"] and item["generation"] >= 1
+    assert not tag.get("conditions")
+    assert stream["status"]["dockerImageRepository"] == f"{registry}/{namespace}/nb"
+
+
+def test_imagestream_import_failures_are_conditions(cluster: Any, namespace: str, registry: str) -> None:
+    cases = {
+        "missing": (_image_stream("missing", f"{registry}/testimages/does-not-exist:latest"), "NotFound"),
+        # the local registry speaks plain HTTP: without importPolicy.insecure the import fails, as on OpenShift
+        "secure": (_image_stream("secure", f"{registry}/testimages/notebook:latest", insecure=False), "InternalError"),
+        "scenario": (_image_stream("scenario", f"{registry}/testimages/notebook:latest",
+                                   annotations={"sim.mlops.test/scenario": "fail-import"}), "InternalError"),
+    }
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        for manifest, _reason in cases.values():
+            objects.create_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreams", manifest)
+        for name, (_manifest, reason) in cases.items():
+            tag = _wait(lambda: _stream_tag(objects, namespace, name, "latest"), lambda t: t and t.get("conditions"), 60,
+                        f"an import condition on {name}")
+            condition = tag["conditions"][0]
+            assert (condition["type"], condition["status"], condition["reason"]) == ("ImportSuccess", "False", reason), name
+            assert condition["message"]
+            assert not tag.get("items")
+
+
+def test_pod_runs_in_the_notebook_image_under_an_arbitrary_uid(cluster: Any, namespace: str, registry: str) -> None:
+    marker = uuid.uuid4().hex
+    script = (
+        "import os, jupyterlab, nbclient\n"
+        "print('uid', os.getuid(), 'gid', os.getgid(), flush=True)\n"
+        "print('config', open('/config/greeting').read(), flush=True)\n"
+        "open(os.path.join(os.environ['HOME'], 'probe'), 'w').write('ok')\n"
+        f"open('/dev/termination-log', 'w').write('verdict {marker}')\n"
+    )
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "notebook"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": RESTRICTED_POD_CONTEXT,
+            "containers": [{
+                "name": "main", "image": f"{registry}/testimages/notebook:latest",
+                "command": ["python", "-c", script],
+                "env": [{"name": "HOME", "value": "/home/work"}],
+                "securityContext": {**RESTRICTED_CONTAINER_CONTEXT, "runAsUser": 1000920000},
+                "volumeMounts": [{"name": "home", "mountPath": "/home/work"},
+                                 {"name": "config", "mountPath": "/config", "readOnly": True}],
+            }],
+            "volumes": [{"name": "home", "emptyDir": {}}, {"name": "config", "configMap": {"name": "greeting"}}],
+        },
+    }
+    with cluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "greeting"}, "data": {"greeting": "hello"}})
+        core.create_namespaced_pod(namespace, pod)
+        finished = _pod_status(core, namespace, "notebook", ("Succeeded", "Failed"))
+        terminated = finished.status.container_statuses[0].state.terminated
+        logs = core.read_namespaced_pod_log("notebook", namespace, container="main")
+    assert finished.spec.node_name == "mlops-sim-node"
+    assert finished.status.phase == "Succeeded", (terminated, logs)
+    assert (terminated.exit_code, terminated.reason) == (0, "Completed")
+    assert terminated.message == f"verdict {marker}"
+    assert "uid 1000920000 gid 0" in logs
+    assert "config hello" in logs
+
+
+def test_failing_pod_reports_exit_code_and_log_fallback(cluster: Any, namespace: str, registry: str) -> None:
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "failing"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": f"{registry}/testimages/no-python:latest",
+            "command": ["sh", "-c", "echo something broke >&2; exit 3"],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }]},
+    }
+    with cluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod(namespace, pod)
+        finished = _pod_status(core, namespace, "failing", ("Succeeded", "Failed"))
+    terminated = finished.status.container_statuses[0].state.terminated
+    assert finished.status.phase == "Failed"
+    assert (terminated.exit_code, terminated.reason) == (3, "Error")
+    assert "something broke" in terminated.message
+
+
+def test_active_deadline_and_unpullable_images(cluster: Any, namespace: str, registry: str) -> None:
+    sleeper = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
+        "spec": {"restartPolicy": "Never", "activeDeadlineSeconds": 5, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": f"{registry}/testimages/no-python:latest",
+                                 "command": ["sleep", "600"]}]},
+    }
+    unpullable = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unpullable"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "quay.io/nowhere/nothing:1"}]},
+    }
+    with cluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod(namespace, sleeper)
+        core.create_namespaced_pod(namespace, unpullable)
+        failed = _pod_status(core, namespace, "sleeper", ("Succeeded", "Failed"))
+        assert (failed.status.reason, failed.status.phase) == ("DeadlineExceeded", "Failed")
+        waiting = _wait(lambda: core.read_namespaced_pod("unpullable", namespace),
+                        lambda pod: pod.status.container_statuses and pod.status.container_statuses[0].state.waiting
+                        and pod.status.container_statuses[0].state.waiting.reason in ("ErrImagePull", "ImagePullBackOff"),
+                        60, "an image pull error")
+        assert waiting.status.phase == "Pending"
+        core.delete_namespaced_pod("unpullable", namespace)
+        _wait(lambda: _exists(core, namespace, "unpullable"), lambda exists: not exists, 60, "the pod's deletion")
+
+
+def _exists(core: client.CoreV1Api, namespace: str, name: str) -> bool:
+    try:
+        core.read_namespaced_pod(name, namespace)
+        return True
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+
+
+def _task(name: str, script: str, image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": name},
+        "spec": {
+            "params": [{"name": "word", "type": "string", "default": "none"}],
+            "results": [{"name": "said", "type": "string"}],
+            "workspaces": [{"name": "shared"}],
+            "steps": [{"name": "say", "image": image, "script": script}],
+        },
+    }
+
+
+def test_pipelineruns_succeed_and_fail(cluster: Any, namespace: str, registry: str) -> None:
+    image = f"{registry}/testimages/no-python:latest"
+    write = _task("write", 'echo "$(params.word)" > $(workspaces.shared.path)/word\n'
+                           'printf "%s" "wrote-$(params.word)" > $(results.said.path)\n', image)
+    read = _task("read", 'cat $(workspaces.shared.path)/word\nprintf "%s" "read-$(params.word)" > $(results.said.path)\n', image)
+    broken = _task("broken", "echo failing on purpose\nexit 4\n", image)
+    pipeline = {
+        "apiVersion": "tekton.dev/v1", "kind": "Pipeline", "metadata": {"name": "relay"},
+        "spec": {
+            "params": [{"name": "word", "type": "string"}],
+            "workspaces": [{"name": "ws"}],
+            "results": [{"name": "final", "value": "$(tasks.second.results.said)"}],
+            "tasks": [
+                {"name": "first", "taskRef": {"name": "write"}, "params": [{"name": "word", "value": "$(params.word)"}],
+                 "workspaces": [{"name": "shared", "workspace": "ws"}]},
+                {"name": "second", "taskRef": {"name": "read"}, "runAfter": ["first"],
+                 "params": [{"name": "word", "value": "$(tasks.first.results.said)"}],
+                 "workspaces": [{"name": "shared", "workspace": "ws"}]},
+            ],
+        },
+    }
+    failing_pipeline = {
+        "apiVersion": "tekton.dev/v1", "kind": "Pipeline", "metadata": {"name": "doomed"},
+        "spec": {"workspaces": [{"name": "ws"}], "tasks": [
+            {"name": "only", "taskRef": {"name": "broken"}, "workspaces": [{"name": "shared", "workspace": "ws"}]},
+            {"name": "never", "taskRef": {"name": "read"}, "runAfter": ["only"],
+             "workspaces": [{"name": "shared", "workspace": "ws"}]}]},
+    }
+    workspace = [{"name": "ws", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"],
+                                                                   "resources": {"requests": {"storage": "1Mi"}}}}}]
+    runs = {
+        "relay-run": {"pipelineRef": {"name": "relay"}, "params": [{"name": "word", "value": "hello"}], "workspaces": workspace},
+        "doomed-run": {"pipelineRef": {"name": "doomed"}, "workspaces": workspace},
+    }
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        for manifest in (write, read, broken):
+            objects.create_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "tasks", manifest)
+        for manifest in (pipeline, failing_pipeline):
+            objects.create_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "pipelines", manifest)
+        for name, spec in runs.items():
+            objects.create_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "pipelineruns", {
+                "apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": name}, "spec": spec})
+
+        def succeeded(name: str) -> dict[str, Any]:
+            run = objects.get_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "pipelineruns", name)
+            return next((c for c in (run.get("status") or {}).get("conditions") or [] if c["type"] == "Succeeded"), {})
+
+        good = _wait(lambda: succeeded("relay-run"), lambda c: c.get("status") in ("True", "False"), POD_TIMEOUT_SECONDS,
+                     "relay-run finished")
+        bad = _wait(lambda: succeeded("doomed-run"), lambda c: c.get("status") in ("True", "False"), POD_TIMEOUT_SECONDS,
+                    "doomed-run finished")
+        relay = objects.get_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "pipelineruns", "relay-run")
+        task_runs = objects.list_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "taskruns",
+                                                          label_selector="tekton.dev/pipelineRun=relay-run")["items"]
+        doomed_runs = objects.list_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "taskruns",
+                                                            label_selector="tekton.dev/pipelineRun=doomed-run")["items"]
+    assert (good["status"], good["reason"]) == ("True", "Succeeded"), good
+    assert relay["status"]["results"] == [{"name": "final", "value": "read-wrote-hello"}]
+    assert sorted(child["pipelineTaskName"] for child in relay["status"]["childReferences"]) == ["first", "second"]
+    assert sorted(run["metadata"]["name"] for run in task_runs) == ["relay-run-first", "relay-run-second"]
+    assert (bad["status"], bad["reason"]) == ("False", "Failed"), bad
+    assert "Skipped: 1" in bad["message"]
+    assert [run["metadata"]["name"] for run in doomed_runs] == ["doomed-run-only"]
+    failed_condition = next(c for c in doomed_runs[0]["status"]["conditions"] if c["type"] == "Succeeded")
+    assert failed_condition["status"] == "False" and "exited with code 4" in failed_condition["message"]
+    assert doomed_runs[0]["status"]["steps"][0]["terminated"]["exitCode"] == 4
