@@ -84,7 +84,7 @@ class BuildAPI:
 
     # -- authentication and authorization -------------------------------------------------------------------
 
-    def authenticate(self, handler: "Handler") -> User:
+    def authenticate(self, handler: "Handler", user_required: bool = True) -> User:
         peer = handler.connection.getpeercert() if isinstance(handler.connection, ssl.SSLSocket) else None
         if not peer:
             raise AuthenticationError("no client certificate from the front proxy")
@@ -93,7 +93,7 @@ class BuildAPI:
             raise AuthenticationError(f"client certificate {common_names} is not in requestheader-allowed-names")
         headers = handler.headers
         name = next((headers[h] for h in self.auth.username_headers if headers.get(h)), "")
-        if not name:
+        if not name and user_required:
             raise AuthenticationError("the front proxy sent no user")
         uid = next((headers[h] for h in self.auth.uid_headers if headers.get(h)), "")
         groups = [g for h in self.auth.group_headers for g in headers.get_all(h) or []]
@@ -141,12 +141,14 @@ class BuildAPI:
         if path in ("/healthz", "/livez", "/readyz"):
             handler.send_text(200, "ok")
             return
+        discovery = method == "GET" and path in ("/apis", f"/apis/{GROUP}", f"/apis/{GROUP}/{VERSION}")
         try:
-            user = self.authenticate(handler)
+            # Discovery is public on a Kubernetes API server; the aggregator's availability check may send no user.
+            user = self.authenticate(handler, user_required=not discovery)
         except AuthenticationError as error:
             handler.send_json(401, translate.status(401, "Unauthorized", f"Unauthorized: {error}"))
             return
-        if method == "GET" and path in ("/apis", f"/apis/{GROUP}", f"/apis/{GROUP}/{VERSION}"):
+        if discovery:
             self.discovery(handler, path)
             return
         if path.startswith("/openapi") or path == "/version":

@@ -140,9 +140,25 @@ class BuildController:
             if error.code != 404:
                 raise
 
+    def _output_stream_missing(self, build: dict[str, Any]) -> bool:
+        """OpenShift keeps a build New (InvalidOutputReference) while its output ImageStream does not exist."""
+        target = ((build.get("spec") or {}).get("output") or {}).get("to") or {}
+        if target.get("kind") != "ImageStreamTag":
+            return False
+        namespace = target.get("namespace") or meta(build)["namespace"]
+        return self.kube.get(stream_path(namespace, target.get("name", "").partition(":")[0])) is None
+
     def run(self, build: dict[str, Any]) -> None:
         metadata = meta(build)
         namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        if self._output_stream_missing(build):
+            if (build.get("status") or {}).get("reason") != "InvalidOutputReference":
+                self._write(namespace, name, {"phase": "New", "reason": "InvalidOutputReference",
+                                              "message": "Output image could not be resolved."})
+            timer = threading.Timer(3.0, self.queue.put, args=((namespace, name, uid),))
+            timer.daemon = True
+            timer.start()
+            return
         log_path = self.log_dir / namespace / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         spec = build.get("spec") or {}
@@ -170,6 +186,11 @@ class BuildController:
             except BuildFailure as failure:
                 _log(log, f"error: {failure}")
                 final = {"phase": "Failed", "reason": failure.reason, "message": str(failure)}
+            except Exception as error:  # an infrastructure problem, which OpenShift reports as phase Error
+                LOG.exception("build %s/%s", namespace, name)
+                _log(log, f"error: {error}")
+                final = {"phase": "Error", "reason": "BuildPodExists" if "exists" in str(error) else "GenericBuildFailed",
+                         "message": str(error)}
         if final["phase"] == "Failed":
             lines = log_path.read_text(errors="replace").rstrip("\n").splitlines()
             final["logSnippet"] = "\n".join(lines[-LOG_SNIPPET_LINES:])

@@ -281,8 +281,7 @@ class PodWorker:
                 if info.returncode == 0:
                     details = json.loads(info.stdout)
                     digest = details.get("FromImageDigest", "")
-                    repository = run.image.split("@")[0].rsplit(":", 1)[0] if ":" in run.image.split("/")[-1] else run.image.split("@")[0]
-                    run.image_id = f"{repository}@{digest}" if digest else details.get("FromImageID", "")
+                    run.image_id = f"{repository_of(run.image)}@{digest}" if digest else details.get("FromImageID", "")
                 return True
             except RuntimeFailure as error:
                 with self.lock:
@@ -527,6 +526,13 @@ class PodWorker:
         shutil.rmtree(self.directory / "volumes", ignore_errors=True)
 
 
+def repository_of(image: str) -> str:
+    """The repository of an image reference, without tag or digest (the registry's port stays)."""
+    name = image.split("@")[0]
+    last = name.rsplit("/", 1)[-1]
+    return name[: len(name) - len(last)] + last.split(":")[0]
+
+
 def docker_auths(secret: dict[str, Any] | None) -> dict[str, Any]:
     """The ``auths`` of a kubernetes.io/dockerconfigjson (or legacy dockercfg) Secret."""
     if not secret:
@@ -691,6 +697,7 @@ class Kubelet:
                 worker = None  # an older pod of the same name
             if event == "DELETED":
                 if worker is not None:
+                    self.workers.pop(key, None)
                     threading.Thread(target=worker.terminate, args=(0,), daemon=True).start()
                 return
             if metadata.get("deletionTimestamp"):
@@ -709,9 +716,12 @@ class Kubelet:
             worker.terminate(grace)
             worker.done.wait(float(grace or 0) + 60)
         # The kubelet confirms the graceful deletion, which removes the object.
-        self.kube.delete(f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}",
-                         body={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                               "preconditions": {"uid": metadata["uid"]}})
+        try:
+            self.kube.delete(f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}",
+                             body={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                                   "preconditions": {"uid": metadata["uid"]}})
+        except ApiError as error:  # already gone, or a newer pod of the same name (409 on the uid precondition)
+            LOG.info("confirming deletion of pod %s/%s: %s", metadata["namespace"], metadata["name"], error)
         shutil.rmtree(self.pods_dir / metadata["namespace"] / metadata["name"] / metadata["uid"], ignore_errors=True)
 
     def worker_finished(self, worker: PodWorker) -> None:

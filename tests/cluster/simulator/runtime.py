@@ -24,7 +24,7 @@ from typing import IO, Callable
 LOG = logging.getLogger("simulator.runtime")
 # Hosts the simulator pulls from: this machine's registries. Nothing else is reachable here.
 LOCAL_REGISTRY_HOSTS = ("127.0.0.1", "localhost")
-_BUILDAH_EXIT_LINES = re.compile(rb"^(subprocess exited with status \d+|Error: exit status \d+)\s*$")
+_BUILDAH_EXIT_LINES = re.compile(rb"^(subprocess exited (with status \d+|on \w+)|Error: exit status \d+)\s*$")
 
 
 class RuntimeFailure(RuntimeError):

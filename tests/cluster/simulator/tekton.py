@@ -268,7 +268,9 @@ class TaskRunController:
         log_path = directory / f"{step_name}.log"
         container = ""
         try:
-            container = self.runtime.from_image(image, f"sim-step-{meta(run)['uid'][:8]}-{step_name}")
+            working_name = f"sim-step-{meta(run)['uid'][:8]}-{step_name}"
+            self.runtime.run("rm", working_name, timeout=60)  # a leftover of an interrupted earlier run
+            container = self.runtime.from_image(image, working_name)
             security = step.get("securityContext") or {}
             user = str(security["runAsUser"]) if "runAsUser" in security else None
             process = self.runtime.start(container, argv, env, mounts, user, step.get("workingDir") or None)
@@ -372,7 +374,6 @@ class PipelineRunController:
         deadline = time.monotonic() + timeout if timeout else None
         children: list[dict[str, Any]] = []
         outcome: dict[str, str] = {}  # pipeline task name -> Succeeded | Failed | Skipped
-        total = len(tasks) + len(finally_tasks)
 
         def report(condition: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
             self._status(run, {"startTime": started, "pipelineSpec": pipeline_spec, "childReferences": children,
@@ -419,7 +420,6 @@ class PipelineRunController:
             condition = _condition("False", "Failed", counts())
         else:
             condition = _condition("True", "Succeeded", counts())
-        del total
         report(condition, {"completionTime": now(), "results": results})
 
     def _stop_reason(self, run: dict[str, Any], deadline: float | None) -> tuple[str, str] | None:

@@ -293,6 +293,9 @@ def test_docker_build_with_inline_dockerfile_pushes_to_the_registry(cluster: Any
     config = _build_config("real", dockerfile=dockerfile, base=f"{cluster.registry}/testimages/no-python:latest",
                            output={"kind": "ImageStreamTag", "name": "built:v1"})
     with cluster.api_client() as api:
+        # As on OpenShift, a build waits (New, InvalidOutputReference) until its output ImageStream exists.
+        client.CustomObjectsApi(api).create_namespaced_custom_object("image.openshift.io", "v1", namespace, "imagestreams", {
+            "apiVersion": "image.openshift.io/v1", "kind": "ImageStream", "metadata": {"name": "built"}, "spec": {}})
         client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", config)
         build = _instantiate(api, namespace, "real")
         name = build["metadata"]["name"]
