@@ -59,11 +59,11 @@ import io
 import json
 import math
 import re
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from xml.etree import ElementTree
 
 from .model import CompareOptions
 
@@ -152,6 +152,11 @@ def _snippet(text: str) -> str:
     if len(text) > MAX_MESSAGE_SNIPPET:
         text = text[: MAX_MESSAGE_SNIPPET - 3] + "..."
     return text
+
+
+def _mime_payload(mime: str, value: Any) -> Any:
+    """A bundle entry as one value: text joined, JSON left alone (a list there is data)."""
+    return value if _is_json_mime(mime) else _join(value)
 
 
 def _join(value: Any) -> Any:
@@ -520,7 +525,7 @@ def compare_image(expected: Any, actual: Any, options: CompareOptions, mime: str
         difference, note = image_difference(e_bytes, a_bytes)
     except ImportError:
         return _Verdict(False, message=by_hash + "; Pillow is not installed, images compared by hash")
-    except Exception as exc:  # Pillow raises several types on bad data
+    except Exception as exc:  # pylint: disable=broad-except  # Pillow raises several types on bad data
         return _Verdict(False, message="%s; cannot decode image (%s), compared by hash" % (by_hash, exc))
     detail = "image difference %.4f (threshold %.4f)%s" % (
         difference, options.image_threshold, "; " + note if note else "")
@@ -631,7 +636,7 @@ def _is_text_mime(mime: str) -> bool:
 
 def compare_payload(mime: str, expected: Any, actual: Any, options: CompareOptions, tolerance: _Tolerance) -> _Verdict:
     """Compare one MIME payload of two bundles."""
-    expected, actual = _join(expected), _join(actual)
+    expected, actual = _mime_payload(mime, expected), _mime_payload(mime, actual)
     biggest = max(_payload_size(expected), _payload_size(actual))
     if biggest > options.max_payload_bytes:
         if _sha(expected) == _sha(actual):
@@ -660,7 +665,7 @@ def compare_payload(mime: str, expected: Any, actual: Any, options: CompareOptio
 
 def payload_text_form(mime: str, payload: Any, options: Optional[CompareOptions] = None) -> str:
     """The text a person reads for one payload (used in diffs and reports)."""
-    payload = _join(payload)
+    payload = _mime_payload(mime, payload)
     limit = (options or CompareOptions()).max_payload_bytes
     if mime in IMAGE_MIME_TYPES:
         return _image_text_form(payload, mime)
@@ -884,7 +889,7 @@ def report_outputs(outputs: Sequence[Mapping[str, Any]], text_limit: int = REPOR
         elif output_type in ("execute_result", "display_data"):
             data: Dict[str, Any] = {}
             for mime, payload in (output.get("data") or {}).items():
-                payload = _join(payload)
+                payload = _mime_payload(mime, payload)
                 if mime in IMAGE_MIME_TYPES:
                     if isinstance(payload, str) and len(payload) <= image_limit:
                         data[mime] = "".join(payload.split())

@@ -55,6 +55,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .alignment import CellPair, align
 from .comparison import compare_outputs, report_outputs
+from .execution import execute_many
 from .model import (
     CellResult,
     CellRun,
@@ -68,6 +69,8 @@ from .model import (
     Verdict,
     worst,
 )
+from .nbio import notebook_from_dict, read_notebook, write_notebook
+from .normalization import Normalizer, strip_warnings, structural
 from .policies import CellPolicy, cell_policy
 
 GOLDEN_STORED = "stored"
@@ -151,12 +154,6 @@ def golden_for(path: str, paths: Sequence[str], golden: Optional[str]) -> str:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _nbio():
-    from . import nbio  # nbformat is imported inside nbio's functions
-
-    return nbio
-
-
 def _source(cell: Optional[Mapping[str, Any]]) -> str:
     if cell is None:
         return ""
@@ -230,8 +227,6 @@ class _Comparer:
 
     def compare(self, result: CellResult, golden_outputs: Sequence[Any], actual_outputs: Sequence[Any],
                 policy: CellPolicy, context: Mapping[str, Any]) -> None:
-        from .normalization import strip_warnings, structural
-
         expected, actual = structural(golden_outputs), structural(actual_outputs)
         result.expected, result.actual = report_outputs(expected), report_outputs(actual)
         stderr_policy = policy.stderr or self.options.stderr
@@ -285,7 +280,7 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
         result = CellResult(index=None, golden_index=pair.golden_index, cell_id=golden.get("id"),
                             verdict=Verdict.MISSING, source=_source(golden))
         result.message = "golden cell %d has no counterpart in the executed notebook" % pair.golden_index
-        result.expected = report_outputs(_structural(golden.get("outputs") or []))
+        result.expected = report_outputs(structural(golden.get("outputs") or []))
         return result
 
     result = CellResult(index=pair.actual_index, golden_index=pair.golden_index, cell_id=actual.get("id"),
@@ -313,7 +308,7 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
     if status == CellStatus.ERROR and not policy.raises_exception:
         result.verdict = Verdict.FAIL_ERROR
         result.message = _error_message(run.error) or "the cell failed"
-        result.actual = report_outputs(_structural(actual.get("outputs") or []))
+        result.actual = report_outputs(structural(actual.get("outputs") or []))
         return result
     if status == CellStatus.OK and policy.raises_exception:
         result.verdict = Verdict.FAIL_ERROR
@@ -322,14 +317,14 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
     if golden is None:
         result.verdict = Verdict.EXTRA
         result.message = "executed cell %d has no counterpart in the golden notebook" % pair.actual_index
-        result.actual = report_outputs(_structural(actual.get("outputs") or []))
+        result.actual = report_outputs(structural(actual.get("outputs") or []))
         return result
     if pair.source_changed:
         result.verdict = Verdict.SOURCE_CHANGED
         result.message = "the golden cell (matched by %s) has different source: the golden is stale" % pair.matched_by
         result.diff = _source_diff(_source(golden), _source(actual))
-        result.expected = report_outputs(_structural(golden.get("outputs") or []))
-        result.actual = report_outputs(_structural(actual.get("outputs") or []))
+        result.expected = report_outputs(structural(golden.get("outputs") or []))
+        result.actual = report_outputs(structural(actual.get("outputs") or []))
         return result
     if policy.ignore_output:
         result.verdict, result.message = Verdict.PASS, "outputs not compared (ignore_output policy)"
@@ -337,12 +332,6 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
     context = {"index": pair.actual_index, "cell_id": actual.get("id"), "tags": _tags(actual)}
     comparer.compare(result, golden.get("outputs") or [], actual.get("outputs") or [], policy, context)
     return result
-
-
-def _structural(outputs: Sequence[Any]) -> List[Dict[str, Any]]:
-    from .normalization import structural
-
-    return structural(outputs)
 
 
 def _injected_result(index: int, cell: Mapping[str, Any], run: Optional[CellRun]) -> CellResult:
@@ -370,10 +359,10 @@ def _compare_notebook(item: _Notebook, executed: Any, runs: Dict[int, CellRun], 
     # Injected-parameter cells take their executed position among the results.
     for index, cell in enumerate(actual_cells):
         if _is_injected(cell):
-            at = next((i for i, (_, r) in enumerate(compared) if r.index is not None and r.index > index),
+            at = next((i for i, (_pair, r) in enumerate(compared) if r.index is not None and r.index > index),
                       len(compared))
             compared.insert(at, (None, _injected_result(index, cell, runs.get(index))))
-    item.result.cells = [result for _, result in compared]
+    item.result.cells = [result for _pair, result in compared]
     return [(pair, result) for pair, result in compared if pair is not None]
 
 
@@ -466,13 +455,13 @@ def _write_text_atomically(path: str, text: str) -> None:
 def _update_golden(item: _Notebook, executed: Any, compared: Sequence[Tuple[CellPair, CellResult]]) -> None:
     golden_path = item.golden_path or item.path
     if item.golden is None:
-        _nbio().write_notebook(executed, golden_path)
+        write_notebook(executed, golden_path)
         item.result.golden_written = True
         item.result.warnings.append("golden notebook %s did not exist; it was written from this run" % golden_path)
         return
     updates = [(pair, result) for pair, result in compared
                if result.verdict in _FAILED_OUTPUT_VERDICTS and pair.golden is not None and pair.actual is not None]
-    unaligned = sum(1 for _, result in compared if result.verdict in (Verdict.MISSING, Verdict.EXTRA))
+    unaligned = sum(1 for _pair, result in compared if result.verdict in (Verdict.MISSING, Verdict.EXTRA))
     if unaligned:
         item.result.warnings.append(
             "update_golden does not add or remove cells: %d MISSING/EXTRA cell(s) left in %s" % (unaligned, golden_path))
@@ -501,14 +490,13 @@ def _update_golden(item: _Notebook, executed: Any, compared: Sequence[Tuple[Cell
             trailing = style.pop("trailing")
             _write_text_atomically(golden_path, json.dumps(raw, **style) + trailing)
         elif in_place:
-            nbio = _nbio()
-            nbio.write_notebook(nbio.notebook_from_dict(raw, golden_path), golden_path)
+            write_notebook(notebook_from_dict(raw, golden_path), golden_path)
         else:
-            _nbio().write_notebook(item.golden, golden_path)
+            write_notebook(item.golden, golden_path)
     except (OSError, ValueError, KeyError, IndexError, EngineError) as exc:
         item.result.warnings.append("could not update golden notebook %s: %s" % (golden_path, exc))
         return
-    for _, result in updates:
+    for _pair, result in updates:
         result.message += " (golden updated)"
     item.result.golden_written = True
 
@@ -536,9 +524,8 @@ def _executed_path(item: _Notebook, paths: Sequence[str], executed_dir: str) -> 
 
 def _load(item: _Notebook, paths: Sequence[str], golden: Optional[str], mode: str) -> None:
     """Read the notebook and its golden; errors mark the item failed."""
-    nbio = _nbio()
     try:
-        item.notebook = nbio.read_notebook(item.path)
+        item.notebook = read_notebook(item.path)
     except EngineError as exc:
         item.fail(str(exc))
         return
@@ -554,7 +541,7 @@ def _load(item: _Notebook, paths: Sequence[str], golden: Optional[str], mode: st
         item.fail("golden notebook not found: %s%s" % (item.golden_path, where))
         return
     try:
-        item.golden = nbio.read_notebook(item.golden_path)
+        item.golden = read_notebook(item.golden_path)
     except EngineError as exc:
         item.fail("golden notebook: %s" % exc)
 
@@ -572,7 +559,7 @@ def _evaluate(item: _Notebook, executed: Any, runs: Dict[int, CellRun], comparer
         if options.executed_dir and outcome is not None:
             target = _executed_path(item, paths, options.executed_dir)
             try:
-                _nbio().write_notebook(executed, target)
+                write_notebook(executed, target)
                 result.executed_path = target
             except EngineError as exc:
                 result.warnings.append(str(exc))
@@ -582,7 +569,7 @@ def _evaluate(item: _Notebook, executed: Any, runs: Dict[int, CellRun], comparer
             result.warnings.append("golden not updated: the notebook did not run to the end (%s)" % outcome.error)
     except EngineError as exc:
         item.fail(str(exc))
-    except Exception as exc:  # one notebook's unexpected problem must not stop the others
+    except Exception as exc:  # pylint: disable=broad-except  # one notebook's unexpected problem must not stop the others
         item.fail("internal error while comparing this notebook: %s: %s" % (type(exc).__name__, exc))
     result.duration = outcome.duration if outcome is not None and outcome.duration is not None \
         else time.monotonic() - item.started
@@ -601,8 +588,6 @@ def validate_notebooks(paths: Sequence[str], golden: Optional[str], options: Opt
     normalizer = None
     if not run_error:
         try:
-            from .normalization import Normalizer
-
             normalizer = Normalizer(options.compare)
         except EngineError as exc:
             run_error = str(exc)
@@ -636,12 +621,6 @@ def validate_notebooks(paths: Sequence[str], golden: Optional[str], options: Opt
 
 def _execute_and_evaluate(ready: List[_Notebook], comparer: _Comparer, options: ValidateOptions,
                           paths: Sequence[str]) -> None:
-    try:
-        from .execution import execute_many
-    except ImportError as exc:
-        for item in ready:
-            item.fail("the notebook executor is not available: %s" % exc)
-        return
     # The executor runs a copy (the notebook object is not modified): with stored goldens
     # the outputs read from the file stay the golden.
     jobs = [(item.notebook, options.execution, item.path) for item in ready]
@@ -657,6 +636,6 @@ def _execute_and_evaluate(ready: List[_Notebook], comparer: _Comparer, options: 
     except EngineError as exc:
         for index in pending:
             ready[index].fail(str(exc))
-    except Exception as exc:  # the executor failed as a whole: every notebook not yet reported fails
+    except Exception as exc:  # pylint: disable=broad-except  # the executor failed as a whole: every notebook not yet reported fails
         for index in pending:
             ready[index].fail("execution failed: %s: %s" % (type(exc).__name__, exc))

@@ -397,3 +397,19 @@ def test_trailing_newline_difference_shows_in_the_diff():
 def test_word_mismatch_reports_no_numeric_error():
     outcome = compare_outputs([stream("The 2")], [stream("the 2")], TOLERANT)
     assert not outcome.equal and outcome.max_error is None
+
+
+def test_json_array_of_strings_is_data_not_lines():
+    expected = result({"application/json": ["a", "b"]})
+    assert not compare_outputs([expected], [result({"application/json": ["ab"]})], EXACT).equal
+    assert compare_outputs([expected], [result({"application/json": ["a", "b"]})], EXACT).equal
+
+
+def test_without_pillow_images_are_compared_by_hash(monkeypatch):
+    from ansible_collections.mlops.notebooks.plugins.module_utils.notebook import comparison
+
+    monkeypatch.setattr(comparison, "_load_pil", lambda: None)
+    outcome = compare_outputs([_figure(_png_b64(line_width=3))], [_figure(_png_b64(line_width=4))], NORMALIZED)
+    assert not outcome.equal and "Pillow is not installed" in outcome.message
+    same = _png_b64()
+    assert compare_outputs([_figure(same)], [_figure(same)], NORMALIZED).equal

@@ -124,8 +124,12 @@ def _batch_notebooks() -> List[tuple]:
         code("ignored", policies[4].source, [value("0.123")], tags=["NBVAL_IGNORE_OUTPUT"]),
         code("skipped", policies[5].source, tags=["skip-execution"]),
     ]
+    dying = [code("k1", "print('alive')"), code("k2", "import os\nos._exit(3)"), code("k3", "print('after')")]
+    dying_golden = [code("k1", "print('alive')", [stdout("alive\n")]), code("k2", dying[1].source),
+                    code("k3", "print('after')", [stdout("after\n")])]
     return [
         ("exact.ipynb", exact_cells, exact_golden),
+        ("dying.ipynb", dying, dying_golden),
         ("sub/normalized.ipynb", normalized_run, normalized_golden),
         ("sub/deeper/tolerant.ipynb", tolerant_run, tolerant_golden),   # golden found by file name
         ("regression.ipynb", regression, regression_golden),
@@ -162,7 +166,7 @@ def batch(tmp_path_factory):
 
 def test_results_come_back_in_input_order(batch):
     assert [nb.path for nb in batch["run"].notebooks] == batch["paths"]
-    assert batch["run"].summary()["total"] == 8
+    assert batch["run"].summary()["total"] == 9
 
 
 def test_exact_pass(batch):
@@ -224,6 +228,15 @@ def test_timeout(batch):
     assert cells["t3"].verdict == Verdict.NOT_RUN
 
 
+def test_kernel_death(batch):
+    result = batch["results"]["dying.ipynb"]
+    assert result.verdict == Verdict.FAIL_KERNEL_DIED
+    cells = by_id(result)
+    assert cells["k1"].verdict == Verdict.PASS
+    assert cells["k2"].verdict == Verdict.FAIL_KERNEL_DIED and "exit" in cells["k2"].message.lower()
+    assert cells["k3"].verdict == Verdict.NOT_RUN
+
+
 def test_cell_policies(batch):
     result = batch["results"]["policies.ipynb"]
     cells = by_id(result)
@@ -260,7 +273,7 @@ def test_executed_notebooks_are_written_mirroring_the_tree(batch):
 def test_results_serialize(batch):
     data = batch["run"].to_dict()
     json.dumps(data)
-    assert data["summary"]["failed"] == 5
+    assert data["summary"]["failed"] == 6
 
 
 # ----------------------------------------------------------------------------- stored golden, parameters
