@@ -40,7 +40,7 @@ DEBIAN_SUITE = "bookworm"
 REPOSITORY_PREFIX = "testimages"
 LOCAL_NAME_PREFIX = "localhost/mlops-testimages"
 # Bump to rebuild every image after a change to how images are assembled that the recipes do not show.
-RECIPE_FORMAT = 1
+RECIPE_FORMAT = 2
 REQUIRED_TOOLS = ("buildah", "skopeo", "debootstrap")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -248,6 +248,7 @@ class ImageCache:
             buildah.push(local_image, f"oci:{self.layout}:{refs[recipe.name]}")
             _log(f"built {recipe.name} in {time.monotonic() - step_started:.0f} s")
         _log(f"test images built in {time.monotonic() - started:.0f} s")
+        self._prune(buildah, keys)
         return {name: f"oci:{self.layout}:{ref}" for name, ref in refs.items()}
 
     def push(self, layout_ref: str, reference: str, credentials: tuple[str, str] | None) -> str:
@@ -274,13 +275,16 @@ class ImageCache:
             self.deb_cache.mkdir(parents=True, exist_ok=True)
             _run(["debootstrap", "--variant=minbase", f"--cache-dir={self.deb_cache}", DEBIAN_SUITE, root_fs,
                   debian_mirror()], what="debootstrap", log=self.build_log)
+            # debootstrap copies the build host's resolver and name in; runtimes provide their own.
+            for host_file in ("etc/resolv.conf", "etc/hostname"):
+                Path(root_fs, host_file).unlink(missing_ok=True)
             buildah.unmount(container)
         else:
             container = buildah.from_image(parent_image, f"mlops-testimages-{recipe.name}")
         if recipe.needs_network:
-            # The host's trust store (it may hold a proxy's CA) and resolver, so pip and apt inside reach out.
+            # The host's trust store (it may hold a proxy's CA), so pip inside reaches PyPI as the host does.
+            # (buildah run provides /etc/resolv.conf itself.)
             buildah.copy(container, str(HOST_CA_BUNDLE), IMAGE_CA_BUNDLE)
-            buildah.copy(container, "/etc/resolv.conf", "/etc/resolv.conf")
         buildah.run(container, recipe.script)
         config = ["--workingdir", recipe.workdir, "--cmd", "/bin/sh", "--user", "0",
                   "--label", f"io.mlops-notebooks.testimage={recipe.name}",
@@ -290,6 +294,34 @@ class ImageCache:
             config += ["--env", f"{name}={value}"]
         buildah.config(container, config)
         buildah.commit(container, local_image)
+
+    def _prune(self, buildah: "_Buildah", keys: dict[str, str]) -> None:
+        """Drop images of older recipes from the storage and the layout, so the cache does not grow."""
+        current_images = {f"{LOCAL_NAME_PREFIX}/{name}:{key}" for name, key in keys.items()}
+        for image in buildah.image_names():
+            if image.startswith(f"{LOCAL_NAME_PREFIX}/") and image not in current_images:
+                buildah.remove_image(image)
+        current_refs = {f"{name}-{key}" for name, key in keys.items()}
+        index = self._layout_index()
+        kept = [m for m in index["manifests"]
+                if m.get("annotations", {}).get("org.opencontainers.image.ref.name") in current_refs]
+        if len(kept) == len(index["manifests"]):
+            return
+        index["manifests"] = kept
+        (self.layout / "index.json").write_text(json.dumps(index))
+        reachable: set[str] = set()
+        for descriptor in kept:
+            reachable.add(descriptor["digest"])
+            manifest = json.loads(self._blob_path(descriptor["digest"]).read_text())
+            reachable.add(manifest["config"]["digest"])
+            reachable.update(layer["digest"] for layer in manifest["layers"])
+        for blob in (self.layout / "blobs" / "sha256").iterdir():
+            if f"sha256:{blob.name}" not in reachable:
+                blob.unlink()
+
+    def _blob_path(self, digest: str) -> Path:
+        algorithm, _, encoded = digest.partition(":")
+        return self.layout / "blobs" / algorithm / encoded
 
     def _layout_index(self) -> dict:
         try:
@@ -324,6 +356,13 @@ class _Buildah:
         completed = subprocess.run(["buildah", *self.global_options, "inspect", "--type", "image", image],
                                    capture_output=True, check=False)
         return completed.returncode == 0
+
+    def image_names(self) -> list[str]:
+        listing = self._call("images", "--format", "{{.Name}}:{{.Tag}}", what="listing images")
+        return [line.strip() for line in listing.splitlines() if line.strip()]
+
+    def remove_image(self, image: str) -> None:
+        self._call("rmi", image, what=f"removing {image}")
 
     def remove_all_containers(self) -> None:
         self._call("rm", "--all", what="removing leftover build containers")
