@@ -39,7 +39,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .model import CellRun, CellStatus, EngineError, ExecutionOptions, ExecutionOutcome
 from .nbio import cell_source
@@ -77,7 +77,8 @@ def _describe_exit(returncode: Optional[int]) -> str:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = "signal %d" % -returncode
-        return "the kernel process was killed by %s" % name
+        hint = " (the out-of-memory killer sends this)" if name == "SIGKILL" else ""
+        return "the kernel process was killed by %s%s" % (name, hint)
     return "the kernel process exited with status %d" % returncode
 
 
@@ -359,8 +360,12 @@ async def _language_info(client: Any, nb: Any) -> None:
         nb.metadata["language_info"] = info
 
 
-async def _run_cells(job: _Job, kernel: _Kernel) -> bool:
-    """Execute the code cells in order; returns True when the kernel must be killed, not shut down."""
+async def _run_cells(job: _Job, kernel: _Kernel, stopping: Callable[[], bool] = lambda: False) -> bool:
+    """Execute the code cells in order; returns True when the kernel must be killed, not shut down.
+
+    ``stopping`` is checked after every cell: nbclient turns a cancellation of
+    a running cell into DeadKernelError, so cancelling alone cannot stop a batch.
+    """
     from nbclient.exceptions import CellTimeoutError, DeadKernelError  # pylint: disable=import-outside-toplevel
 
     client, nb, options, outcome = kernel.client, job.nb, job.options, job.outcome
@@ -435,6 +440,8 @@ async def _run_cells(job: _Job, kernel: _Kernel) -> bool:
                          "note": "the engine could not talk to the kernel"}
             must_kill = True
         run.duration = monotonic() - started
+        if stopping():
+            raise asyncio.CancelledError()
         outcome.cells.append(run)
         if run.status is CellStatus.ERROR and not must_kill and cell_policy(cell).raises_exception:
             continue
@@ -554,7 +561,7 @@ class _Batch:
             self.ready.append(job)
 
     async def _worker(self) -> None:
-        while self.ready:
+        while self.ready and not self.cancelled.is_set():
             job = self.ready.popleft()
             self._refill()
             await self._run(job)
@@ -575,7 +582,7 @@ class _Batch:
                 outcome.cells = _all_not_run(job.nb)
             else:
                 started = monotonic()
-                must_kill = await _run_cells(job, kernel)
+                must_kill = await _run_cells(job, kernel, self.cancelled.is_set)
                 outcome.duration = kernel.seconds + (monotonic() - started)
         except asyncio.CancelledError:
             raise

@@ -42,7 +42,8 @@ def _notebook(*cells, kernel="python3"):
 
 
 def _stdout(cell):
-    return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    return "".join(output.get("text", "") for output in cell.outputs
+                   if output.get("output_type") == "stream" and output.get("name") == "stdout")
 
 
 def _statuses(outcome):
@@ -247,29 +248,31 @@ def test_kernel_start_gives_up(flaky_kernel):
 
 
 def test_execute_many_completion_order_and_isolation(tmp_path):
-    signal_file = str(tmp_path / "job2-ran")
-    wait_for_job2 = ("import os, time\nfor _ in range(300):\n    if os.path.exists(%r): break\n"
-                     "    time.sleep(0.1)\nprint('job2 seen', os.path.exists(%r))" % (signal_file, signal_file))
+    go_file = str(tmp_path / "job2-delivered")
+    wait_for_go = ("import os, time\nfor _ in range(300):\n    if os.path.exists(%r): break\n"
+                   "    time.sleep(0.1)\nprint('go seen', os.path.exists(%r))" % (go_file, go_file))
     jobs = [
-        (_notebook(_code("marker = 'job0'"), _code(wait_for_job2)), ExecutionOptions(cell_timeout=60), None),
+        (_notebook(_code("marker = 'job0'"), _code(wait_for_go)), ExecutionOptions(cell_timeout=60), None),
         (_notebook(_code("raise RuntimeError('job1 fails')"), _code("print('no')")), ExecutionOptions(), None),
-        (_notebook(_code("print('marker' in globals())"), _code("open(%r, 'w').close()" % signal_file)),
-         ExecutionOptions(), None),
+        (_notebook(_code("print('marker' in globals())")), ExecutionOptions(), None),
         (_notebook(_code("import os; print(os.getpid())")), ExecutionOptions(), None),
     ]
     order, outcomes = [], {}
     for index, outcome in execution.execute_many(jobs, parallel=2):
         order.append(index)
         outcomes[index] = outcome
+        if index == 2:
+            open(go_file, "w").close()   # job 0 can finish only after job 2 was delivered
     assert sorted(order) == [0, 1, 2, 3]
-    # job 0 waits for job 2, so it cannot be delivered before it: results come in completion order
+    # job 0 was submitted first but is delivered after job 2: results come in completion order,
+    # and job 2 ran while job 0 was still running
     assert order.index(2) < order.index(0)
-    assert _stdout(outcomes[0].notebook.cells[1]) == "job2 seen True\n"
-    assert _statuses(outcomes[1]) == [(0, CellStatus.ERROR), (1, CellStatus.NOT_RUN)]
+    assert _stdout(outcomes[0].notebook.cells[1]) == "go seen True\n"
+    assert _statuses(outcomes[1]) == [(0, CellStatus.ERROR), (1, CellStatus.NOT_RUN)]  # and the others went on
     assert _stdout(outcomes[2].notebook.cells[0]) == "False\n"     # job 0's variable is not in job 2's kernel
     assert all(outcomes[i].error is None for i in range(4))
     assert [_statuses(outcomes[i]) for i in (0, 2, 3)] == [
-        [(0, CellStatus.OK), (1, CellStatus.OK)], [(0, CellStatus.OK), (1, CellStatus.OK)], [(0, CellStatus.OK)]]
+        [(0, CellStatus.OK), (1, CellStatus.OK)], [(0, CellStatus.OK)], [(0, CellStatus.OK)]]
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the prestart check looks for the kernel in /proc")
@@ -295,3 +298,30 @@ def test_next_kernel_starts_while_notebook_runs():
 
 def test_execute_many_empty():
     assert list(execution.execute_many([], parallel=2)) == []
+
+
+def _processes_with(marker):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as handle:
+                if marker.encode() in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the check looks for kernel processes in /proc")
+@pytest.mark.timeout(60)  # without a working stop, close() waits for the 600 s cells
+def test_stopping_the_iteration_stops_the_kernels():
+    token = "stop-%s" % uuid.uuid4().hex
+    options = ExecutionOptions(env={"NB_STOP_TEST": token}, cell_timeout=None, timeout=None)
+    slow = "import time\ntime.sleep(600)"
+    jobs = [(_notebook(_code("print('quick')")), options, None)] + [(_notebook(_code(slow)), options, None)] * 3
+    results = execution.execute_many(jobs, parallel=2)
+    index, outcome = next(results)
+    assert (index, _statuses(outcome)) == (0, [(0, CellStatus.OK)])
+    assert _processes_with("NB_STOP_TEST=" + token)   # the slow ones (and a prestarted one) are running
+    results.close()                                    # the caller stops early
+    assert _processes_with("NB_STOP_TEST=" + token) == []
