@@ -75,6 +75,15 @@ def address_of(state_dir: str, private: bool = False) -> str | None:
     return (directory / "address").read_text().strip()
 
 
+def private_of(state_dir: str) -> tuple[str, str, str] | None:
+    """``(host:port, username, password)`` of the running private registry under ``state_dir``, or None."""
+    address = address_of(state_dir, private=True)
+    if address is None:
+        return None
+    credentials = json.loads((Path(state_dir) / PRIVATE_NAME / "credentials.json").read_text())
+    return address, credentials["username"], credentials["password"]
+
+
 def bcrypt_hash(password: str) -> str:
     """A bcrypt hash for an htpasswd file.
 

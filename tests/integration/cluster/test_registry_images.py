@@ -198,9 +198,10 @@ def test_no_python_image_has_no_python(test_images: dict, buildah: Buildah) -> N
 
 
 def test_private_registry_refuses_anonymous_pulls_and_accepts_its_credentials(
-    test_images: dict, private_registry: tuple[str, str, str], tmp_path: Path
+    test_images: dict, private_registry: tuple[str, str, str], state_dir: Path, tmp_path: Path
 ) -> None:
     address, username, password = private_registry
+    assert registry.private_of(str(state_dir)) == private_registry, "others find it from the state directory"
     reference = f"{address}/testimages/notebook:latest"
     assert test_images["private-notebook"]["reference"] == reference
     assert test_images["private-notebook"]["digest"] == test_images["notebook"]["digest"]
