@@ -683,13 +683,13 @@ def _start_etcd_and_apiserver(state_dir: Path, binaries: dict[str, Path], certs:
         "etcd",
         [
             str(binaries["etcd"]),
-            "--name=default",
+            "--name=mlops-test-etcd",
             f"--data-dir={state_dir / 'etcd'}",
             f"--listen-client-urls={etcd_url}",
             f"--advertise-client-urls={etcd_url}",
             f"--listen-peer-urls={peer_url}",
             f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
+            f"--initial-cluster=mlops-test-etcd={peer_url}",
             # Test data: losing it on a crash is fine, and fsync on a shared disk is slow.
             "--unsafe-no-fsync=true",
             "--log-level=warn",
@@ -704,6 +704,9 @@ def _start_etcd_and_apiserver(state_dir: Path, binaries: dict[str, Path], certs:
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The "kubernetes" Service's Endpoints may not be loopback addresses, and nothing runs in a pod
+            # network that would use them: do not maintain them.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={secure_port}",
             f"--cert-dir={state_dir / 'pki'}",
             f"--tls-cert-file={certs['apiserver']['cert']}",
@@ -724,8 +727,10 @@ def _start_etcd_and_apiserver(state_dir: Path, binaries: dict[str, Path], certs:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={certs['front_proxy_client']['cert']}",
             f"--proxy-client-key-file={certs['front_proxy_client']['key']}",
-            # No kube-proxy: dial the aggregated server's endpoints directly.
-            "--enable-aggregator-routing=true",
+            # [aggregator helper] Endpoints may not hold loopback IPs (422), so the aggregated server is reached
+            # through an ExternalName Service "localhost" with the APIService's port; only cluster routing (the
+            # default, routing=false) resolves ExternalName Services.
+            "--enable-aggregator-routing=false",
             # pods/log and pods/exec go to the simulator's kubelet endpoint.
             f"--kubelet-client-certificate={certs['kubelet_client']['cert']}",
             f"--kubelet-client-key={certs['kubelet_client']['key']}",

@@ -77,34 +77,24 @@ def read_requestheader_auth(upstream: Upstream, timeout: float = 60) -> server.R
 
 
 def register(upstream: Upstream, port: int, ca_pem: bytes, service: dict[str, str]) -> None:
-    """A Service without selector, its Endpoints and EndpointSlice at 127.0.0.1:<port>, and the APIService."""
+    """An ExternalName Service ``localhost`` and the APIService naming it with our port.
+
+    Endpoints may not hold loopback addresses, so the Service is an ExternalName one: kube-apiserver (with the
+    default ``--enable-aggregator-routing=false``) then dials ``https://localhost:<APIService port>`` and checks
+    the certificate for ``<service>.<namespace>.svc``."""
     namespace, name = service["namespace"], service["name"]
     upstream.apply(f"/api/v1/namespaces/{namespace}", {
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": MANAGED_BY}})
-    upstream.apply(f"/api/v1/namespaces/{namespace}/services/{name}", {
+    service_path = f"/api/v1/namespaces/{namespace}/services/{name}"
+    existing = upstream.json("GET", service_path)
+    if existing[0] == 200 and (existing[1].get("spec") or {}).get("type") != "ExternalName":
+        upstream.request("DELETE", service_path)  # a Service's type cannot always change in place
+    upstream.apply(service_path, {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": namespace, "labels": MANAGED_BY},
-        "spec": {"ports": [{"name": PORT_NAME, "port": 443, "protocol": "TCP", "targetPort": port}]},
-    })
-    upstream.apply(f"/api/v1/namespaces/{namespace}/endpoints/{name}", {
-        "apiVersion": "v1",
-        "kind": "Endpoints",
-        "metadata": {"name": name, "namespace": namespace, "labels": MANAGED_BY},
-        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": PORT_NAME, "port": port, "protocol": "TCP"}]}],
-    })
-    upstream.apply(f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{name}", {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {**MANAGED_BY, "kubernetes.io/service-name": name,
-                       "endpointslice.kubernetes.io/managed-by": "mlops-sim"},
-        },
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-        "ports": [{"name": PORT_NAME, "port": port, "protocol": "TCP"}],
+        "spec": {"type": "ExternalName", "externalName": "localhost",
+                 "ports": [{"name": PORT_NAME, "port": port, "protocol": "TCP"}]},
     })
     path = f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE_NAME}"
     upstream.apply(path, {
@@ -114,7 +104,7 @@ def register(upstream: Upstream, port: int, ca_pem: bytes, service: dict[str, st
         "spec": {
             "group": GROUP,
             "version": VERSION,
-            "service": {"namespace": namespace, "name": name, "port": 443},
+            "service": {"namespace": namespace, "name": name, "port": port},
             "caBundle": base64.b64encode(ca_pem).decode(),
             # OpenShift's own priorities for this group.
             "groupPriorityMinimum": 9900,

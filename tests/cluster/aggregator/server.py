@@ -230,7 +230,7 @@ class BuildAPI:
                     handler.send_json(400, translate.status(400, "BadRequest", str(error)))
                     return
             else:
-                body = raw
+                body = _patch_to_storage(raw)
         elif raw:
             body = raw  # DeleteOptions
         headers = _forwarded_headers(handler)
@@ -370,6 +370,24 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("the body must be an object")
     return value
+
+
+def _patch_to_storage(raw: bytes) -> bytes:
+    """A merge patch or JSON patch that names build.openshift.io/v1 (clients often send the whole object) must name
+    the storage group instead, or the storage API server rejects the apiVersion."""
+    try:
+        patch = json.loads(raw)
+    except ValueError:
+        return raw  # the API server answers with its own 400
+    if isinstance(patch, dict):
+        return json.dumps(translate.to_storage(patch)).encode()
+    if isinstance(patch, list):
+        for operation in patch:
+            if isinstance(operation, dict) and operation.get("path") == "/apiVersion" \
+                    and operation.get("value") == translate.GROUP_VERSION:
+                operation["value"] = translate.STORAGE_GROUP_VERSION
+        return json.dumps(patch).encode()
+    return raw
 
 
 def _forwarded_headers(handler: "Handler") -> dict[str, str]:

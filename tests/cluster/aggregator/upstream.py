@@ -32,6 +32,8 @@ class Upstream:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            # Without this, REQUESTS_CA_BUNDLE or proxy variables of the environment override the cluster's CA.
+            session.trust_env = False
             session.verify = self._verify
             session.cert = self._cert
             session.headers.update(self._headers)

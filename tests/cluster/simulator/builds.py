@@ -252,9 +252,9 @@ class BuildController:
                 raise BuildFailure("PushImageToRegistryFailed", "Failed to push the image to the registry.")
             digest = digest_file.read_text().strip()
             _log(log, f"Successfully pushed {output_reference}@{digest}\nPush successful")
-            self.runtime.run("rmi", local_tag, timeout=120)
             return digest
         finally:
+            self.runtime.run("rmi", "--force", local_tag, timeout=120)
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _fetch_source(self, spec: dict[str, Any], workdir: Path, log: IO[bytes], uid: str) -> Path:

@@ -49,6 +49,8 @@ class Kube:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            # Without this, REQUESTS_CA_BUNDLE or proxy variables of the environment override the cluster's CA.
+            session.trust_env = False
             session.verify = self._verify
             session.cert = self._cert
             session.headers.update(self._headers)

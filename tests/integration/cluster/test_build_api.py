@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from typing import Any, Callable
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -63,17 +64,29 @@ def _instantiate(api: client.ApiClient, namespace: str, name: str, annotations: 
     return _post(api, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/buildconfigs/{name}/instantiate", body)
 
 
+def _call(api: client.ApiClient, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
+          content_type: str = "application/json", accept: str = "application/json") -> Any:
+    """A raw request through the client's connection and credentials (subresources have no typed method)."""
+    url = api.configuration.host + path + ("?" + urlencode(query) if query else "")
+    headers = {"Accept": accept}
+    for setting in api.configuration.auth_settings().values():
+        if setting.get("in") == "header" and setting.get("value"):
+            headers[setting["key"]] = setting["value"]
+    if body is not None:
+        headers["Content-Type"] = content_type
+    response = api.call_api(method, url, header_params=headers, body=body)
+    response.read()
+    if response.status >= 400:
+        raise ApiException(http_resp=response)
+    return response
+
+
 def _post(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    data, _status, _headers = api.call_api(path, "POST", body=body, response_type="object", auth_settings=["BearerToken"],
-                                           header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                                           _return_http_data_only=False)
-    return data
+    return json.loads(_call(api, "POST", path, body).data)
 
 
 def _get_raw(api: client.ApiClient, path: str, query: list[tuple[str, str]] | None = None) -> str:
-    response = api.call_api(path, "GET", query_params=query or [], auth_settings=["BearerToken"],
-                            header_params={"Accept": "*/*"}, _preload_content=False, _return_http_data_only=True)
-    return response.data.decode()
+    return _call(api, "GET", path, query=query, accept="*/*").data.decode()
 
 
 def _wait_for_phase(api: client.ApiClient, namespace: str, name: str, phases: tuple[str, ...],
@@ -173,11 +186,7 @@ def test_server_side_apply_and_field_manager_conflicts(cluster: Any, namespace: 
     def apply(body: dict[str, Any], manager: str, force: bool = False) -> dict[str, Any]:
         with cluster.api_client() as api:
             query = [("fieldManager", manager)] + ([("force", "true")] if force else [])
-            data, _status, _headers = api.call_api(
-                path, "PATCH", body=body, query_params=query, response_type="object", auth_settings=["BearerToken"],
-                header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-                _return_http_data_only=False)
-            return data
+            return json.loads(_call(api, "PATCH", path, json.dumps(body), query, "application/apply-patch+yaml").data)
 
     first = apply(manifest, "first-manager")
     assert first["metadata"]["labels"] == {"owner": "first"}
