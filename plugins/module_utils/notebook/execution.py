@@ -95,15 +95,6 @@ def _is_ipykernel(argv: Sequence[str]) -> bool:
     return any("ipykernel" in os.path.basename(str(arg)) or str(arg).startswith("ipykernel") for arg in argv)
 
 
-def available_kernels() -> List[str]:
-    """Names of the installed kernel specs (empty when jupyter_client is missing)."""
-    try:
-        from jupyter_client.kernelspec import KernelSpecManager  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return []
-    return sorted(KernelSpecManager().find_kernel_specs())
-
-
 def _first_error_output(outputs: Iterable[Any]) -> Optional[Dict[str, Any]]:
     for output in outputs:
         if output.get("output_type") == "error":
