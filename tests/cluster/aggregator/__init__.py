@@ -1,8 +1,10 @@
 """An aggregated API server for ``build.openshift.io/v1``, so the local control plane serves builds as OpenShift does.
 
 A CRD cannot serve ``buildconfigs/instantiate`` or ``builds/log``, so this small server does, behind an APIService
-``v1.build.openshift.io`` (a Service without selector in ``openshift-apiserver`` whose Endpoints point at
-127.0.0.1:<port>; kube-apiserver runs with ``--enable-aggregator-routing=true``):
+``v1.build.openshift.io`` whose Service (``api`` in ``openshift-apiserver``, as on OpenShift) is an ExternalName
+Service ``localhost``: Endpoints may not hold loopback addresses, and kube-apiserver's default cluster routing
+dials ``https://localhost:<APIService port>``, verifying the certificate for ``api.openshift-apiserver.svc``
+against the APIService's caBundle (the cluster CA, from certs.json):
 
 - it trusts only kube-apiserver's front proxy (client certificate from the request-header CA with a name from
   ``requestheader-allowed-names``, both read from kube-system/extension-apiserver-authentication) and takes the

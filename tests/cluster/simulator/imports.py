@@ -119,10 +119,12 @@ class ImageImporter:
         repository = f"{self.registry}/{namespace}/{name}" if self.registry else ""
         if not changed and status.get("dockerImageRepository", "") == repository:
             return
-        patch = {"status": {"dockerImageRepository": repository, "tags": list(tags.values())}}
+        new_status = {**status, "dockerImageRepository": repository, "tags": list(tags.values())}
         try:
-            self.kube.merge_patch(stream_path(namespace, name) + "/status", patch)
+            self.kube.replace_status(stream_path(namespace, name) + "/status", new_status, metadata["resourceVersion"])
         except ApiError as error:
+            if error.code in (409, 422):  # changed meanwhile: its watch event brings it back with the new version
+                return
             if error.code != 404:
                 raise
 
@@ -161,7 +163,13 @@ class ImageImporter:
                     "generation": meta(stream).get("generation", 1)}
             tags.append({"tag": tag, "items": [item] + history[: HISTORY_LIMIT - 1]})
             repository = f"{self.registry}/{namespace}/{name}"
-            self.kube.merge_patch(path + "/status", {"status": {"dockerImageRepository": repository, "tags": tags}})
+            try:
+                self.kube.replace_status(path + "/status", {**status, "dockerImageRepository": repository, "tags": tags},
+                                         meta(stream)["resourceVersion"])
+            except ApiError as error:
+                if error.code in (409, 422):  # changed meanwhile: read it again
+                    continue
+                raise
             return
 
 

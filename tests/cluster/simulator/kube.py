@@ -92,6 +92,14 @@ class Kube:
     def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.call("PATCH", path, body=body, content_type="application/merge-patch+json")
 
+    def replace_status(self, path: str, status: dict[str, Any], resource_version: str) -> dict[str, Any]:
+        """Set ``status`` whole with a JSON patch: unlike a merge patch, it keeps explicit nulls (OpenShift's
+        ImageStream status has ``items: null`` for a tag that failed to import). The patch applies only to
+        ``resource_version`` (else an ApiError 409/422), so a concurrent writer is never overwritten."""
+        operations = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+                      {"op": "add", "path": "/status", "value": status}]
+        return self.call("PATCH", path, body=operations, content_type="application/json-patch+json")
+
     def apply(self, path: str, body: dict[str, Any], manager: str = "mlops-simulator") -> dict[str, Any]:
         return self.call("PATCH", path, body=body, content_type="application/apply-patch+yaml",
                          params={"fieldManager": manager, "force": "true"})
