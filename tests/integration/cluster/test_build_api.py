@@ -261,6 +261,20 @@ def test_failing_build_reports_reason_snippet_and_log(cluster: Any, namespace: s
         assert "simulated failure" in log
 
 
+def test_a_hanging_build_is_cancelled_through_its_status(cluster: Any, namespace: str) -> None:
+    _needs_simulator(cluster)
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", _build_config("stuck"))
+        name = _instantiate(api, namespace, "stuck", {SCENARIO: "hang"})["metadata"]["name"]
+        _wait_for_phase(api, namespace, name, ("Running",), timeout=60)
+        # `oc cancel-build` sets status.cancelled; the build controller stops the build.
+        objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, "builds", name, {"status": {"cancelled": True}})
+        cancelled = _wait_for_phase(api, namespace, name, ("Cancelled", "Complete", "Failed"), timeout=60)
+        assert cancelled["status"]["phase"] == "Cancelled"
+        assert cancelled["status"]["reason"] == "CancelledBuild"
+
+
 def test_rbac_decides_who_may_instantiate(cluster: Any, namespace: str) -> None:
     with cluster.api_client() as api:
         client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs",
