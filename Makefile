@@ -4,7 +4,6 @@ ROOT := $(abspath .)
 VENV := $(ROOT)/.venv
 BIN := $(VENV)/bin
 COLLECTIONS := $(ROOT)/build/collections
-SANITY_TREE := $(ROOT)/build/sanity/ansible_collections/mlops/notebooks
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
@@ -28,12 +27,10 @@ demo: install
 
 test: install sanity lint unit integration
 
-# ansible-test needs the tree at ansible_collections/<ns>/<name>: copy the tracked files there.
+# ansible-test needs the tree at ansible_collections/<ns>/<name>: scripts/sanity.sh copies it there.
 sanity: bootstrap
-	@rm -rf $(SANITY_TREE) && mkdir -p $(SANITY_TREE)
-	@git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} $(SANITY_TREE)/ 2>/dev/null || true
-	cd $(SANITY_TREE) && $(BIN)/ansible-test sanity --python $$($(BIN)/python -c 'import sys;print("%d.%d"%sys.version_info[:2])') \
-	  --venv --color no --truncate 0
+	scripts/bootstrap.sh lint
+	scripts/sanity.sh
 
 lint: bootstrap
 	$(BIN)/ansible-lint --profile production --offline

@@ -4,6 +4,7 @@
 #     python  - Python venv with the collection's runtime and test dependencies (always)
 #     browser - Debian's chromium, for the HTML report test
 #     images  - buildah, skopeo, docker-registry, debootstrap (local backends, control plane)
+#     lint    - shellcheck, which ansible-test sanity runs on shell scripts
 # The venv lives in the cache, keyed by the hash of the requirement files, and .venv links to it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,17 +44,19 @@ python_env() {
   ln -sfn "$venv" "$ROOT/.venv"
 }
 
-want_python=1 want_browser=0 want_images=0
+want_python=1 want_browser=0 want_images=0 want_lint=0
 for arg in "$@"; do
   case "$arg" in
     python) want_python=1 ;;
     browser) want_browser=1 ;;
     images) want_images=1 ;;
+    lint) want_lint=1 ;;
     *) log "unknown component: $arg"; exit 2 ;;
   esac
 done
 
 [ $want_browser -eq 1 ] && apt_install chromium
 [ $want_images -eq 1 ] && apt_install buildah skopeo docker-registry debootstrap
+[ $want_lint -eq 1 ] && apt_install shellcheck
 [ $want_python -eq 1 ] && python_env
 exit 0

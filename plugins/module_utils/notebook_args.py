@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Options of nb_validate: the argument spec, and its translation into engine options."""
 
 from __future__ import annotations

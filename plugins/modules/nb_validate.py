@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ module: nb_validate
 short_description: Execute Jupyter notebooks and compare their outputs with golden outputs
 version_added: 0.1.0
 author:
-  - mlops.notebooks maintainers
+  - mlops.notebooks maintainers (@mlops-notebooks)
 description:
   - Runs each notebook with a real Jupyter kernel (nbclient), aligns its cells with a golden notebook,
     normalizes both sides the same way, compares outputs by MIME type and gives every cell a verdict.

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Comparing a cell's expected (golden) and actual outputs, by MIME type.
 
 Outputs are compared one by one, in order; a different number of outputs, or

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Data model of the notebook engine: options, verdicts and results.
 
 Plain dataclasses, no Ansible or Kubernetes imports: the engine runs in the

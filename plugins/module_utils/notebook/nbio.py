@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Reading and writing notebooks, with errors a person can act on.
 
 ``read_notebook`` returns an nbformat v4 ``NotebookNode`` (older formats are

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Making cell outputs comparable: structural clean-up, scrubbers and user rules.
 
 Everything here is applied the same way to the golden and to the executed outputs.

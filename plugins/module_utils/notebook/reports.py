@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Reports of one validation run: JSON (versioned schema), JUnit XML and self-contained HTML.
 
 Every report is built from a :class:`RunResult` only. Outputs are untrusted text (a notebook

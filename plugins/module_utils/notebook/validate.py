@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One validation run: load, execute, align, normalize, compare, give verdicts.
 
 ``validate_notebooks(paths, golden, options)`` is the engine's entry point. Each

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """End to end: validate_notebooks with real kernels on small notebooks built in tmp_path.
 
 Kernel starts dominate the time, so most cases share one batch run (a golden

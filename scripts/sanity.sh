@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# ansible-test sanity on a copy of the working tree laid out as ansible_collections/mlops/notebooks.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="$ROOT/.venv/bin"
+TREE="$ROOT/build/sanity/ansible_collections/mlops/notebooks"
+PY_VERSION="$("$BIN/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+
+# ansible-test bootstraps pip in its per-test venvs with a script it downloads from a host outside
+# the package registries; give it our stand-in under the name it looks for.
+PIP_VERSION="$("$BIN/python" - <<'PY'
+import re, ansible_test, os
+src = open(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")).read()
+print(re.search(r"pip='([0-9.]+)'", src).group(1))
+PY
+)"
+GET_PIP="$HOME/.ansible/test/cache/get_pip_${PIP_VERSION//./_}.py"
+if [ ! -f "$GET_PIP" ] || grep -q "Stand-in for the pip bootstrap" "$GET_PIP"; then
+  mkdir -p "$(dirname "$GET_PIP")"
+  cp "$ROOT/scripts/get_pip_offline.py" "$GET_PIP"
+fi
+
+rm -rf "$TREE" && mkdir -p "$TREE"
+cd "$ROOT"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+  [ -e "$f" ] && cp --parents "$f" "$TREE/"
+done
+# the copy is its own git repository, or ansible-test would see this checkout's .gitignore around it
+cd "$TREE" && git init -q && git add -A
+PATH="$BIN:$PATH" exec "$BIN/ansible-test" sanity --python "$PY_VERSION" --color no --truncate 0 "$@"
