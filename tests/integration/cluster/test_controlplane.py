@@ -209,64 +209,36 @@ def test_update_with_a_stale_resource_version_is_a_409_conflict(cluster: Any, na
 # ------------------------------------------------------------------------------- OpenShift and Tekton
 
 
-def test_imagestream_crud_with_status_subresource_and_schema(cluster: Any, namespace: str) -> None:
-    plural = "imagestreams"
-    stream = {
+def _image_stream(name: str, tags: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
         "apiVersion": f"{IMAGE_GROUP}/{IMAGE_VERSION}",
         "kind": "ImageStream",
-        "metadata": {"name": "notebook"},
-        "spec": {
-            "lookupPolicy": {"local": True},
-            # A reference tag is never imported, so no controller writes this stream's status.
-            "tags": [
-                {
-                    "name": "v1",
-                    "from": {"kind": "DockerImage", "name": "quay.io/example/notebook:v1"},
-                    "reference": True,
-                    "referencePolicy": {"type": "Source"},
-                }
-            ],
-        },
-        "status": {"dockerImageRepository": "ignored-on-create"},
+        "metadata": {"name": name},
+        "spec": {"lookupPolicy": {"local": True}, **({"tags": tags} if tags is not None else {})},
+    }
+
+
+def test_imagestream_crud(cluster: Any, namespace: str) -> None:
+    plural = "imagestreams"
+    # A reference tag is never imported, on OpenShift as in the simulator.
+    tag = {
+        "name": "v1",
+        "from": {"kind": "DockerImage", "name": "quay.io/example/notebook:v1"},
+        "reference": True,
+        "referencePolicy": {"type": "Source"},
     }
     with cluster.api_client() as api_client:
         custom = client.CustomObjectsApi(api_client)
-        created = custom.create_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, stream)
+        created = custom.create_namespaced_custom_object(
+            IMAGE_GROUP, IMAGE_VERSION, namespace, plural, _image_stream("notebook", [tag])
+        )
         assert created["spec"]["tags"][0]["from"]["name"] == "quay.io/example/notebook:v1"
-        assert "dockerImageRepository" not in created.get("status", {})  # status is a subresource
-
-        status = {
-            "status": {
-                "dockerImageRepository": "image-registry.local/ns/notebook",
-                "tags": [
-                    {
-                        "tag": "v1",
-                        "items": [
-                            {
-                                "created": "2024-01-01T00:00:00Z",
-                                "dockerImageReference": "quay.io/example/notebook@sha256:" + "a" * 64,
-                                "image": "sha256:" + "a" * 64,
-                                "generation": 1,
-                            }
-                        ],
-                    }
-                ],
-            }
-        }
-        updated = custom.patch_namespaced_custom_object_status(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "notebook", status)
-        assert updated["status"]["tags"][0]["items"][0]["image"] == "sha256:" + "a" * 64
 
         patched = custom.patch_namespaced_custom_object(
             IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "notebook", {"spec": {"lookupPolicy": {"local": False}}}
         )
         assert patched["spec"]["lookupPolicy"] == {"local": False}
-        assert patched["status"]["dockerImageRepository"] == "image-registry.local/ns/notebook"
-
-        invalid = {**stream, "metadata": {"name": "invalid"}, "spec": {"tags": [{"from": {"kind": "DockerImage"}}]}}
-        with pytest.raises(ApiException) as rejected:
-            custom.create_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, invalid)
-        assert rejected.value.status == 422
-        assert "spec.tags[0].name: Required value" in _status_message(rejected.value)
+        assert patched["spec"]["tags"][0]["name"] == "v1"
 
         listed = custom.list_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural)
         assert [item["metadata"]["name"] for item in listed["items"]] == ["notebook"]
@@ -274,6 +246,53 @@ def test_imagestream_crud_with_status_subresource_and_schema(cluster: Any, names
         with pytest.raises(ApiException) as gone:
             custom.get_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "notebook")
         assert gone.value.status == 404
+
+
+def test_imagestream_crd_has_a_status_subresource_and_a_schema(cluster: Any, namespace: str) -> None:
+    if cluster.existing:
+        pytest.skip("checks the ImageStream CRD of tests/cluster/crds; a real OpenShift serves ImageStreams itself")
+    plural = "imagestreams"
+    digest = "sha256:" + "a" * 64
+    stream = _image_stream("statusful")  # no spec tags: no controller writes its status
+    stream["status"] = {"dockerImageRepository": "ignored-on-create"}
+    with cluster.api_client() as api_client:
+        custom = client.CustomObjectsApi(api_client)
+        created = custom.create_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, stream)
+        assert "dockerImageRepository" not in created.get("status", {})
+
+        status = {
+            "status": {
+                "dockerImageRepository": "image-registry.local/ns/statusful",
+                "tags": [
+                    {
+                        "tag": "v1",
+                        "items": [
+                            {
+                                "created": "2024-01-01T00:00:00Z",
+                                "dockerImageReference": f"quay.io/example/notebook@{digest}",
+                                "image": digest,
+                                "generation": 1,
+                            }
+                        ],
+                    }
+                ],
+            }
+        }
+        updated = custom.patch_namespaced_custom_object_status(
+            IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "statusful", status
+        )
+        assert updated["status"]["tags"][0]["items"][0]["image"] == digest
+        spec_update = custom.patch_namespaced_custom_object(
+            IMAGE_GROUP, IMAGE_VERSION, namespace, plural, "statusful",
+            {"spec": {"lookupPolicy": {"local": False}}, "status": {"dockerImageRepository": "ignored"}},
+        )
+        assert spec_update["status"]["dockerImageRepository"] == "image-registry.local/ns/statusful"
+
+        invalid = _image_stream("invalid", [{"from": {"kind": "DockerImage"}}])
+        with pytest.raises(ApiException) as rejected:
+            custom.create_namespaced_custom_object(IMAGE_GROUP, IMAGE_VERSION, namespace, plural, invalid)
+        assert rejected.value.status == 422
+        assert "spec.tags[0].name: Required value" in _status_message(rejected.value)
 
 
 def test_tekton_resources_crud(cluster: Any, namespace: str) -> None:
