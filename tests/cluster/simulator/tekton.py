@@ -6,6 +6,10 @@
   (reasons Succeeded, Failed, CouldntGetPipeline, PipelineRunTimeout, Cancelled) and its results.
 - A TaskRun (from a PipelineRun or on its own) runs each step's ``script`` (or command/args) in the step's image
   with buildah, in order, sharing ``/workspace/<name>`` and ``/tekton/results``; a failing step stops the rest.
+  A step whose image is buildah's (``quay.io/buildah/stable``, ``.../rhel9/buildah``) cannot nest buildah in a
+  chroot here: its script runs with this machine's buildah instead, ``$(workspaces.<w>.path)`` and
+  ``$(results.<r>.path)`` pointing at the host directories, buildah's storage the simulator's (vfs), so an image
+  build pipeline really builds and pushes.
   Status: ``Succeeded`` condition, steps with exit codes, results. Step logs are kept in
   ``STATE/simulator/taskruns/<namespace>/<taskrun>/<step>.log``.
 """
@@ -17,6 +21,7 @@ import logging
 import queue
 import re
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -195,6 +200,13 @@ class TaskRunController:
             strings[f"workspaces.{workspace['name']}.bound"] = "true"
         for result in task_spec.get("results") or []:
             strings[f"results.{result['name']}.path"] = f"/tekton/results/{result['name']}"
+        # The same variables for steps that run on this machine (buildah steps): host directories.
+        host_strings = dict(strings)
+        for mount in mounts:
+            for key, value in strings.items():
+                if key.startswith(("workspaces.", "results.")) and key.endswith(".path") and \
+                        (value == mount.container_path or value.startswith(mount.container_path + "/")):
+                    host_strings[key] = mount.host_path + value[len(mount.container_path):]
         steps_status: list[dict[str, Any]] = []
         failure: tuple[str, str] | None = None
         hook = scenario(run)
@@ -213,7 +225,10 @@ class TaskRunController:
                 while not self.stop.wait(0.5):
                     if self._cancelled(run) or (deadline and time.monotonic() > deadline):
                         break
-            outcome = self._run_step(run, step, step_name, strings, arrays, mounts, directory, deadline)
+            if is_buildah_image(substitute(step.get("image", ""), strings)):
+                outcome = self._run_host_step(run, step, step_name, host_strings, arrays, directory, deadline)
+            else:
+                outcome = self._run_step(run, step, step_name, strings, arrays, mounts, directory, deadline)
             steps_status.append(outcome["status"])
             if outcome["failure"]:
                 failure = outcome["failure"]
@@ -299,6 +314,48 @@ class TaskRunController:
                 failure = ("TaskRunCancelled", f'TaskRun "{meta(run)["name"]}" was cancelled')
         return {"status": status, "failure": failure}
 
+    def _run_host_step(self, run: dict[str, Any], step: dict[str, Any], step_name: str, strings: dict[str, str],
+                       arrays: dict[str, list[str]], directory: Path, deadline: float | None) -> dict[str, Any]:
+        """A buildah step: buildah cannot run inside a chroot-isolated container here, so the step's script runs
+        with this machine's buildah, its path variables pointing at the host directories of its workspaces and
+        results, and buildah's storage set to the simulator's (vfs)."""
+        container_name = f"step-{step_name}"
+        storage_conf = directory / "storage.conf"
+        storage_conf.write_text(
+            f'[storage]\ndriver = "vfs"\nrunroot = "{self.runtime.runroot}"\ngraphroot = "{self.runtime.root}"\n')
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(directory / "home"),
+               "CONTAINERS_STORAGE_CONF": str(storage_conf), "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
+        env.update({entry["name"]: substitute(str(entry.get("value", "")), strings) for entry in step.get("env") or []})
+        if step.get("script"):
+            script = substitute(step["script"], strings)
+            if not script.startswith("#!"):
+                script = "#!/bin/sh\nset -e\n" + script
+            script_path = directory / "scripts" / f"host-{container_name}"
+            script_path.write_text(script)
+            script_path.chmod(0o755)
+            argv = [str(script_path)]
+        else:
+            argv = substitute_args(list(step.get("command") or []) + list(step.get("args") or []), strings, arrays)
+        workdir = substitute(step.get("workingDir") or "", strings) or str(directory / "home")
+        started = now()
+        try:
+            process = subprocess.Popen(argv, cwd=workdir if Path(workdir).is_dir() else str(directory / "home"), env=env,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        except OSError as error:
+            return {"status": {"name": step_name, "container": container_name, "terminated": {
+                "exitCode": 1, "reason": "Error", "message": str(error), "startedAt": started, "finishedAt": now()}},
+                "failure": ("Failed", f'"{container_name}" could not start: {error}')}
+        threading.Thread(target=self._watch_step, args=(run, process, deadline), daemon=True).start()
+        with open(directory / f"{step_name}.log", "ab") as log:
+            copy_output(process, log)
+        exit_code = process.wait()
+        status = {"name": step_name, "container": container_name, "imageID": substitute(step.get("image", ""), strings),
+                  "terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                 "startedAt": started, "finishedAt": now()}}
+        failure = None if exit_code == 0 else ("Failed", f'"{container_name}" exited with code {exit_code}')
+        return {"status": status, "failure": failure}
+
     def _watch_step(self, run: dict[str, Any], process: Any, deadline: float | None) -> None:
         while process.poll() is None:
             if deadline and time.monotonic() > deadline:
@@ -307,6 +364,13 @@ class TaskRunController:
             if self.stop.wait(1.0) or self._cancelled(run):
                 kill(process, 5)
                 return
+
+
+def is_buildah_image(image: str) -> bool:
+    """quay.io/buildah/stable, registry.redhat.io/rhel9/buildah and the like."""
+    repository = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+    path = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image.split("@")[0]
+    return repository == "buildah" or "/buildah/" in path + "/"
 
 
 def _condition(status: str, reason: str, message: str) -> dict[str, Any]:

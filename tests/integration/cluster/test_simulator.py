@@ -292,3 +292,43 @@ def test_pipelineruns_succeed_and_fail(cluster: Any, namespace: str, registry: s
     failed_condition = next(c for c in doomed_runs[0]["status"]["conditions"] if c["type"] == "Succeeded")
     assert failed_condition["status"] == "False" and "exited with code 4" in failed_condition["message"]
     assert doomed_runs[0]["status"]["steps"][0]["terminated"]["exitCode"] == 4
+
+
+def test_taskrun_with_a_buildah_step_builds_and_pushes_an_image(cluster: Any, namespace: str, registry: str) -> None:
+    target = f"{registry}/{namespace}/from-tekton:latest"
+    task_run = {
+        "apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "build-image"},
+        "spec": {
+            "params": [{"name": "IMAGE", "value": target}],
+            "workspaces": [{"name": "source", "emptyDir": {}}],
+            "taskSpec": {
+                "params": [{"name": "IMAGE", "type": "string"}],
+                "workspaces": [{"name": "source"}],
+                "results": [{"name": "IMAGE_DIGEST", "type": "string"}],
+                "steps": [
+                    {"name": "write-containerfile", "image": f"{registry}/testimages/no-python:latest",
+                     "script": f"printf 'FROM {registry}/testimages/no-python:latest\\nRUN echo built > /built\\n' "
+                               "> $(workspaces.source.path)/Containerfile\n"},
+                    {"name": "build-and-push", "image": "quay.io/buildah/stable:v1",
+                     "script": "buildah --storage-driver=vfs bud --isolation chroot --tls-verify=false "
+                               "-f $(workspaces.source.path)/Containerfile -t $(params.IMAGE) $(workspaces.source.path)\n"
+                               "buildah --storage-driver=vfs push --tls-verify=false "
+                               "--digestfile $(results.IMAGE_DIGEST.path) $(params.IMAGE) docker://$(params.IMAGE)\n"},
+                ],
+            },
+        },
+    }
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        objects.create_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "taskruns", task_run)
+
+        def finished() -> dict[str, Any]:
+            return objects.get_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "taskruns", "build-image")
+
+        run = _wait(finished, lambda r: any(c["type"] == "Succeeded" and c["status"] in ("True", "False")
+                                            for c in (r.get("status") or {}).get("conditions") or []),
+                    POD_TIMEOUT_SECONDS, "the TaskRun to finish")
+    condition = next(c for c in run["status"]["conditions"] if c["type"] == "Succeeded")
+    assert condition["status"] == "True", (condition, run["status"].get("steps"))
+    digest = next(r["value"] for r in run["status"]["results"] if r["name"] == "IMAGE_DIGEST")
+    assert digest == _manifest_digest(registry, f"{namespace}/from-tekton", "latest")
