@@ -376,6 +376,7 @@ duration:
   type: float
 """
 
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -447,7 +448,7 @@ def main():
     except OSError as exc:
         module.fail_json(msg="Could not write the reports: %s" % exc)
     if report_opts.get("executed_dir"):
-        written["executed_dir"] = report_opts["executed_dir"]
+        written["executed_dir"] = os.path.abspath(report_opts["executed_dir"])
 
     result = run.to_dict()
     summary = result["summary"]
