@@ -4,6 +4,7 @@ SIGTERM. Writes ``S/simulator/ready`` once the Node is registered and the watche
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -47,7 +48,9 @@ def main(argv: list[str]) -> int:
     try:
         certs = json.loads(args.certs.read_text())
         kube = Kube(args.kubeconfig)
-        runtime = Buildah(cache_dir() / "simulator-storage", own_dir / "runroot")
+        instance = hashlib.sha256(str(args.state_dir.resolve()).encode()).hexdigest()[:6]
+        # One store (and so one run root) for every simulator on this machine: pulled images are reused.
+        runtime = Buildah(cache_dir() / "simulator-storage", cache_dir() / "simulator-run", instance)
         kubelet = Kubelet(kube, runtime, own_dir, certs, stop)
         kubelet.start()
         importer = ImageImporter(kube, args.registry, stop)

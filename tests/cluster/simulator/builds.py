@@ -234,7 +234,7 @@ class BuildController:
         try:
             context = self._fetch_source(spec, workdir, log, uid)
             authfile = self._authfile(namespace, strategy, workdir)
-            local_tag = f"localhost/sim-build/{namespace}/{meta(build)['name']}:latest"
+            local_tag = f"localhost/sim-build-{self.runtime.instance}/{namespace}/{meta(build)['name']}:latest"
             if "dockerStrategy" in strategy:
                 self._docker_build(spec, strategy["dockerStrategy"], context, local_tag, authfile, log, uid, namespace)
             elif "sourceStrategy" in strategy:
@@ -336,7 +336,7 @@ class BuildController:
         builder = self._resolve_from(namespace, source["from"])
         container = ""
         try:
-            container = self.runtime.from_image(builder, f"sim-build-{uid[:8]}", authfile=authfile)
+            container = self.runtime.from_image(builder, self.runtime.container_name("build", uid[:8]), authfile=authfile)
             labels = (self.runtime.image_config(container).get("Labels") or {})
             scripts = (source.get("scripts") or labels.get("io.openshift.s2i.scripts-url") or
                        f"image://{DEFAULT_S2I_SCRIPTS}").replace("image://", "")

@@ -37,7 +37,6 @@ from .runtime import Buildah, Mount, RuntimeFailure, copy_output, kill
 
 LOG = logging.getLogger("simulator.kubelet")
 NODE_NAME = "mlops-sim-node"
-CONTAINER_PREFIX = "sim-pod-"
 HEARTBEAT_SECONDS = 20.0
 NODE_ALLOCATABLE = {"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 PULL_BACKOFF_MAX_SECONDS = 300.0
@@ -272,7 +271,7 @@ class PodWorker:
             try:
                 if failure:
                     raise failure
-                name = f"{CONTAINER_PREFIX}{self.uid[:8]}-{run.name}"
+                name = self.kubelet.runtime.container_name("pod", f"{self.uid[:8]}-{run.name}")
                 self.kubelet.runtime.run("rm", name, timeout=60)  # a leftover of an interrupted earlier attempt
                 container_id = self.kubelet.runtime.from_image(run.image, name, policy, authfile)
                 self.buildah_containers[run.name] = container_id
@@ -743,12 +742,10 @@ class Kubelet:
             thread.start()
         for worker in workers:
             worker.done.wait(15.0)
-        self.runtime.remove_all_named(CONTAINER_PREFIX)
-        self.runtime.remove_all_named("sim-step-")
-        self.runtime.remove_all_named("sim-build-")
+        self.runtime.remove_all_named()
 
     def start(self) -> None:
-        self.runtime.remove_all_named(CONTAINER_PREFIX)
+        self.runtime.remove_all_named()
         self.port = serve_logs(self)
         self.register_node()
         threading.Thread(target=self.heartbeat_loop, name="node-heartbeat", daemon=True).start()

@@ -58,9 +58,13 @@ def rfc3339_nano() -> str:
 
 
 class Buildah:
-    def __init__(self, root: Path, runroot: Path):
+    """buildah with its own storage; ``instance`` keeps this simulator's working containers apart from those of
+    another simulator sharing the storage (two clusters at once)."""
+
+    def __init__(self, root: Path, runroot: Path, instance: str = "0"):
         self.root = root
         self.runroot = runroot
+        self.instance = instance
         root.mkdir(parents=True, exist_ok=True)
         runroot.mkdir(parents=True, exist_ok=True)
 
@@ -94,8 +98,12 @@ class Buildah:
     def remove(self, container: str) -> None:
         self.run("rm", container, timeout=120)
 
-    def remove_all_named(self, prefix: str) -> None:
-        """Remove working containers left behind by an earlier run of the simulator."""
+    def container_name(self, kind: str, suffix: str) -> str:
+        return f"sim-{self.instance}-{kind}-{suffix}"
+
+    def remove_all_named(self, prefix: str | None = None) -> None:
+        """Remove this instance's working containers (all of them, or those whose name starts with ``prefix``)."""
+        prefix = prefix or f"sim-{self.instance}-"
         result = self.run("containers", "--json")
         if result.returncode != 0 or not result.stdout.strip():
             return

@@ -283,7 +283,7 @@ class TaskRunController:
         log_path = directory / f"{step_name}.log"
         container = ""
         try:
-            working_name = f"sim-step-{meta(run)['uid'][:8]}-{step_name}"
+            working_name = self.runtime.container_name("step", f"{meta(run)['uid'][:8]}-{step_name}")
             self.runtime.run("rm", working_name, timeout=60)  # a leftover of an interrupted earlier run
             container = self.runtime.from_image(image, working_name)
             security = step.get("securityContext") or {}
