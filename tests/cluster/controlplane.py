@@ -656,8 +656,10 @@ def up(state_dir: Path | None = None, *, with_images: bool = True) -> ControlPla
 
         _write_state_files(plane, etcd_url)
         phase = time.monotonic()
-        for component in OPTIONAL_COMPONENTS:
-            _start_component(component, plane)
+        # Each component's start() waits until it is ready: start them side by side.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(OPTIONAL_COMPONENTS)) as pool:
+            for started_component in [pool.submit(_start_component, name, plane) for name in OPTIONAL_COMPONENTS]:
+                started_component.result()
         _wait_discovery(api, state_dir)
         mark("components and discovery", phase)
     except BaseException:

@@ -107,17 +107,31 @@ def _registry_of_existing_cluster(kubeconfig: Path) -> str | None:
     return None
 
 
+def _remove_abandoned_control_planes() -> None:
+    """Stop the control planes of test sessions that were killed before they could stop them."""
+    for state_dir in (REPO_ROOT / "build").glob("cluster-pytest-*"):
+        try:
+            os.kill(int(state_dir.name.rsplit("-", 1)[1]), 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            controlplane.down(state_dir)
+        except PermissionError:  # another user's live session
+            continue
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work_dir = tmp_path_factory.mktemp("cluster")
     if os.environ.get("MLOPS_NOTEBOOKS_EXISTING_CLUSTER") == "1":
         if not os.environ.get("KUBECONFIG"):
             pytest.fail("MLOPS_NOTEBOOKS_EXISTING_CLUSTER=1 needs KUBECONFIG to name the cluster's kubeconfig")
-        kubeconfig = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
+        kubeconfig = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0]).resolve()
         existing = Cluster(kubeconfig, _registry_of_existing_cluster(kubeconfig), True, work_dir)
         yield existing
         existing.delete_namespaces()
         return
+    _remove_abandoned_control_planes()
     state_dir = REPO_ROOT / "build" / f"cluster-pytest-{os.getpid()}"
     try:
         plane = controlplane.up(state_dir)
