@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import uuid
 
 import pytest
@@ -255,7 +256,7 @@ def test_execute_many_completion_order_and_isolation(tmp_path):
         (_notebook(_code("marker = 'job0'"), _code(wait_for_go)), ExecutionOptions(cell_timeout=60), None),
         (_notebook(_code("raise RuntimeError('job1 fails')"), _code("print('no')")), ExecutionOptions(), None),
         (_notebook(_code("print('marker' in globals())")), ExecutionOptions(), None),
-        (_notebook(_code("import os; print(os.getpid())")), ExecutionOptions(), None),
+        (_notebook(_code("import os; print(os.getcwd())")), ExecutionOptions(cwd=str(tmp_path)), "/elsewhere/x.ipynb"),
     ]
     order, outcomes = [], {}
     for index, outcome in execution.execute_many(jobs, parallel=2):
@@ -270,6 +271,7 @@ def test_execute_many_completion_order_and_isolation(tmp_path):
     assert _stdout(outcomes[0].notebook.cells[1]) == "go seen True\n"
     assert _statuses(outcomes[1]) == [(0, CellStatus.ERROR), (1, CellStatus.NOT_RUN)]  # and the others went on
     assert _stdout(outcomes[2].notebook.cells[0]) == "False\n"     # job 0's variable is not in job 2's kernel
+    assert _stdout(outcomes[3].notebook.cells[0]) == str(tmp_path) + "\n"  # options.cwd beats the path
     assert all(outcomes[i].error is None for i in range(4))
     assert [_statuses(outcomes[i]) for i in (0, 2, 3)] == [
         [(0, CellStatus.OK), (1, CellStatus.OK)], [(0, CellStatus.OK)], [(0, CellStatus.OK)]]
@@ -314,7 +316,8 @@ def _processes_with(marker):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the check looks for kernel processes in /proc")
 @pytest.mark.timeout(60)  # without a working stop, close() waits for the 600 s cells
-def test_stopping_the_iteration_stops_the_kernels():
+def test_stopping_the_iteration_stops_the_kernels(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the kernels' private directories go
     token = "stop-%s" % uuid.uuid4().hex
     options = ExecutionOptions(env={"NB_STOP_TEST": token}, cell_timeout=None, timeout=None)
     slow = "import time\ntime.sleep(600)"
@@ -325,3 +328,4 @@ def test_stopping_the_iteration_stops_the_kernels():
     assert _processes_with("NB_STOP_TEST=" + token)   # the slow ones (and a prestarted one) are running
     results.close()                                    # the caller stops early
     assert _processes_with("NB_STOP_TEST=" + token) == []
+    assert os.listdir(tmp_path) == []                  # connection files, sockets, stderr: all removed
