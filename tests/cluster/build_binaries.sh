@@ -7,7 +7,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source=tests/cluster/versions.env
 . "$here/versions.env"
 
 CACHE="${MLOPS_NOTEBOOKS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlops-notebooks}"

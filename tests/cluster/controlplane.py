@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A local Kubernetes control plane for the integration tests.
 
 ``controlplane.py up`` builds (once, into the cache) and starts etcd, kube-apiserver and

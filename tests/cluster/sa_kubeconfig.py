@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write a kubeconfig that acts as one ServiceAccount, so a test has exactly the rights of its Roles.
 
 The token comes from the TokenRequest API (``serviceaccounts/<name>/token``), like ``kubectl create
