@@ -32,8 +32,9 @@ PipelineRun / TaskRun      ``fail`` (the first step of each TaskRun fails; annot
 
 ``start(state_dir, kubeconfig, registry, certs)`` runs it in the background (log: STATE/logs/simulator.log) and
 returns once it is ready; ``stop(state_dir)`` stops it (running pods and builds are killed, buildah containers
-removed). Buildah storage (vfs) lives in the cache directory (``$MLOPS_NOTEBOOKS_CACHE``, else
-``~/.cache/mlops-notebooks``) under ``simulator-storage`` so pulled images are reused across clusters.
+removed). The buildah image store lives in the cache directory (``$MLOPS_NOTEBOOKS_CACHE``, else
+``~/.cache/mlops-notebooks``), so pulled images are reused across clusters: ``simulator-storage-overlay`` when the
+kernel lets buildah mount overlay (containers start without copying their image), else ``simulator-storage`` (vfs).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from .builds import BuildController
 from .imports import ImageImporter
 from .kube import Kube
 from .kubelet import Kubelet
-from .runtime import Buildah
+from .runtime import choose_store
 from .tekton import PipelineRunController, TaskRunController
 
 LOG = logging.getLogger("simulator")
@@ -50,7 +50,8 @@ def main(argv: list[str]) -> int:
         kube = Kube(args.kubeconfig)
         instance = hashlib.sha256(str(args.state_dir.resolve()).encode()).hexdigest()[:6]
         # One store (and so one run root) for every simulator on this machine: pulled images are reused.
-        runtime = Buildah(cache_dir() / "simulator-storage", cache_dir() / "simulator-run", instance)
+        runtime = choose_store(cache_dir(), instance)
+        LOG.info("image store: %s (%s)", runtime.root, runtime.driver)
         kubelet = Kubelet(kube, runtime, own_dir, certs, stop)
         kubelet.start()
         importer = ImageImporter(kube, args.registry, stop)

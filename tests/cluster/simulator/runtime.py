@@ -61,15 +61,16 @@ class Buildah:
     """buildah with its own storage; ``instance`` keeps this simulator's working containers apart from those of
     another simulator sharing the storage (two clusters at once)."""
 
-    def __init__(self, root: Path, runroot: Path, instance: str = "0"):
+    def __init__(self, root: Path, runroot: Path, instance: str = "0", driver: str = "vfs"):
         self.root = root
         self.runroot = runroot
         self.instance = instance
+        self.driver = driver
         root.mkdir(parents=True, exist_ok=True)
         runroot.mkdir(parents=True, exist_ok=True)
 
     def command(self, *args: str) -> list[str]:
-        return ["buildah", "--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", "vfs", *args]
+        return ["buildah", "--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", self.driver, *args]
 
     def run(self, *args: str, timeout: float | None = 600) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout)
@@ -140,6 +141,21 @@ class Buildah:
             command = ["unshare", "-m", "--propagation", "private", "sh", "-c", " && ".join(script)]
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def choose_store(cache: Path, instance: str) -> Buildah:
+    """An image store in ``cache``: overlay when this kernel mounts it for buildah (a container starts without
+    copying its image), else vfs (always works, copies every image per container)."""
+    overlay = Buildah(cache / "simulator-storage-overlay", cache / "simulator-run-overlay", instance, "overlay")
+    probe = f"sim-{instance}-probe"
+    overlay.run("rm", probe, timeout=60)
+    created = overlay.run("from", "--quiet", "--name", probe, "scratch", timeout=60)
+    works = created.returncode == 0 and overlay.run("mount", probe, timeout=60).returncode == 0
+    overlay.run("rm", probe, timeout=60)
+    if works:
+        return overlay
+    LOG.info("overlay storage does not work here (%s); using vfs", _last_line(created.stderr))
+    return Buildah(cache / "simulator-storage", cache / "simulator-run", instance, "vfs")
 
 
 def copy_output(process: subprocess.Popen, log: IO[bytes], on_line: Callable[[bytes], None] | None = None) -> None:

@@ -8,7 +8,7 @@
   with buildah, in order, sharing ``/workspace/<name>`` and ``/tekton/results``; a failing step stops the rest.
   A step whose image is buildah's (``quay.io/buildah/stable``, ``.../rhel9/buildah``) cannot nest buildah in a
   chroot here: its script runs with this machine's buildah instead, ``$(workspaces.<w>.path)`` and
-  ``$(results.<r>.path)`` pointing at the host directories, buildah's storage the simulator's (vfs), so an image
+  ``$(results.<r>.path)`` pointing at the host directories, buildah's storage a vfs store of its own, so an image
   build pipeline really builds and pushes.
   Status: ``Succeeded`` condition, steps with exit codes, results. Step logs are kept in
   ``STATE/simulator/taskruns/<namespace>/<taskrun>/<step>.log``.
@@ -318,11 +318,12 @@ class TaskRunController:
                        arrays: dict[str, list[str]], directory: Path, deadline: float | None) -> dict[str, Any]:
         """A buildah step: buildah cannot run inside a chroot-isolated container here, so the step's script runs
         with this machine's buildah, its path variables pointing at the host directories of its workspaces and
-        results, and buildah's storage set to the simulator's (vfs)."""
+        results, and buildah's storage a vfs store of the simulator's."""
         container_name = f"step-{step_name}"
         storage_conf = directory / "storage.conf"
-        storage_conf.write_text(
-            f'[storage]\ndriver = "vfs"\nrunroot = "{self.runtime.runroot}"\ngraphroot = "{self.runtime.root}"\n')
+        # A vfs store of its own: Tekton's buildah tasks pass --storage-driver=vfs (their default).
+        store = self.runtime.root.parent / "simulator-storage-steps"
+        storage_conf.write_text(f'[storage]\ndriver = "vfs"\nrunroot = "{store}-run"\ngraphroot = "{store}"\n')
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(directory / "home"),
                "CONTAINERS_STORAGE_CONF": str(storage_conf), "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
         env.update({entry["name"]: substitute(str(entry.get("value", "")), strings) for entry in step.get("env") or []})
