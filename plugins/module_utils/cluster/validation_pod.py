@@ -58,6 +58,7 @@ class PodOutcome:
     reason: str = ""
     log_excerpt: str = ""
     pod_name: str = ""
+    log: str = ""
 
 
 def selector_labels(stream_name: str) -> dict[str, str]:
@@ -185,16 +186,14 @@ class ValidationPods:
         return self._resource
 
     def run(self, manifest: dict[str, Any], image: str, deadline: Deadline,
-            on_created: Optional[Callable[[str], None]] = None) -> PodOutcome:
-        """Create the pod, wait for its container to end (or fail fast), fetch a log excerpt if it left no
-        termination message, and delete it."""
+            want_log: Optional[Callable[[PodOutcome], bool]] = None) -> PodOutcome:
+        """Create the pod, wait for its container to end (or fail fast), and delete it. The whole log is fetched
+        when ``want_log(outcome)`` says so, the last lines when the container left no termination message."""
         try:
             created = self.service.client.create(self.resource, manifest, namespace=self.namespace).to_dict()
         except Exception as error:
             raise api_error(f"creating the validation pod in namespace {self.namespace}", error) from error
         name = created["metadata"]["name"]
-        if on_created is not None:
-            on_created(name)
         try:
             last: dict[str, Any] = {"pod": created}
 
@@ -210,10 +209,11 @@ class ValidationPods:
             if outcome is None:
                 raise ClusterError("Timeout", f"the validation pod {self.namespace}/{name} did not finish within "
                                               f"{deadline.seconds:g} s ({describe(last['pod'])})")
+            log = self.read_log(name) if want_log is not None and want_log(outcome) else ""
+            excerpt = ""
             if not outcome.termination_message.strip():
-                outcome = PodOutcome(outcome.exit_code, outcome.termination_message, outcome.reason,
-                                     self.log_excerpt(name), name)
-            return outcome
+                excerpt = "\n".join(log.splitlines()[-LOG_EXCERPT_LINES:]) if log else self.read_log(name, LOG_EXCERPT_LINES)
+            return PodOutcome(outcome.exit_code, outcome.termination_message, outcome.reason, excerpt, name, log)
         finally:
             self.delete(name)
 
@@ -227,14 +227,17 @@ class ValidationPods:
         except Exception as error:
             raise api_error(f"reading the validation pod {self.namespace}/{name}", error) from error
 
-    def log_excerpt(self, name: str) -> str:
-        """The last lines of the container's log, or '' when it cannot be read (the verdict does not depend on it)."""
+    def read_log(self, name: str, tail_lines: Optional[int] = None) -> str:
+        """The container's log (its last ``tail_lines``), or '' when it cannot be read: the termination message
+        stays the primary source, a missing log must not hide it."""
         from kubernetes import client as kubernetes_client
 
         try:
             core = kubernetes_client.CoreV1Api(self.service.client.client.client)
-            text = core.read_namespaced_pod_log(name, self.namespace, container=CONTAINER_NAME,
-                                                tail_lines=LOG_EXCERPT_LINES)
+            options: dict[str, Any] = {"container": CONTAINER_NAME}
+            if tail_lines:
+                options["tail_lines"] = tail_lines
+            text = core.read_namespaced_pod_log(name, self.namespace, **options)
         except Exception:  # a missing log must not hide the real failure
             return ""
         if isinstance(text, bytes):
