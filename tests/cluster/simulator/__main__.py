@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
         importer = ImageImporter(kube, args.registry, stop)
         importer.start()
         BuildController(kube, runtime, args.registry, args.state_dir / "buildlogs", importer, stop).start()
-        TaskRunController(kube, runtime, own_dir, kubelet.claims_dir, stop).start()
+        TaskRunController(kube, runtime, own_dir, kubelet.claims_dir, stop, kubelet).start()
         PipelineRunController(kube, stop).start()
     except Exception as error:  # start-up failures in one line, for the log the starter shows
         LOG.error("start-up failed: %s", error)

@@ -37,6 +37,8 @@ from .runtime import Buildah, Mount, RuntimeFailure, copy_output, kill
 
 LOG = logging.getLogger("simulator.kubelet")
 NODE_NAME = "mlops-sim-node"
+# Pods that another controller runs itself (a TaskRun's steps): the kubelet only serves their logs and deletes them.
+RUN_BY_ANNOTATION = "sim.mlops.test/run-by"
 HEARTBEAT_SECONDS = 20.0
 NODE_ALLOCATABLE = {"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 PULL_BACKOFF_MAX_SECONDS = 300.0
@@ -584,6 +586,8 @@ class Kubelet:
         self.claims_dir = state_dir / "claims"
         self.workers: dict[tuple[str, str], PodWorker] = {}
         self.workers_lock = threading.Lock()
+        # (namespace, pod) -> an object with find(container) -> ContainerRun, for pods run by other controllers
+        self.log_sources: dict[tuple[str, str], Any] = {}
         self.port = 0
         api = urlsplit(kube.host)
         self.service_env = {
@@ -704,6 +708,8 @@ class Kubelet:
                 threading.Thread(target=self._delete, args=(pod, worker, grace), daemon=True).start()
                 return
             phase = (pod.get("status") or {}).get("phase")
+            if (metadata.get("annotations") or {}).get(RUN_BY_ANNOTATION):
+                return
             if worker is None and phase not in ("Succeeded", "Failed"):
                 worker = PodWorker(self, pod)
                 self.workers[key] = worker
@@ -727,9 +733,10 @@ class Kubelet:
         # Keep finished workers: their logs stay readable until the pod is deleted.
         pass
 
-    def find_worker(self, namespace: str, name: str) -> PodWorker | None:
+    def find_worker(self, namespace: str, name: str) -> Any:
+        """The PodWorker of a pod, or the log source of a pod another controller runs (both have find())."""
         with self.workers_lock:
-            return self.workers.get((namespace, name))
+            return self.workers.get((namespace, name)) or self.log_sources.get((namespace, name))
 
     # -- start and stop -------------------------------------------------------------------------------------
 
@@ -815,7 +822,7 @@ class LogHandler(BaseHTTPRequestHandler):
             return
         self._stream(path, run, worker, query)
 
-    def _stream(self, path: Path, run: ContainerRun, worker: PodWorker, query: dict[str, str]) -> None:
+    def _stream(self, path: Path, run: ContainerRun, worker: Any, query: dict[str, str]) -> None:
         follow = query.get("follow") == "true"
         timestamps = query.get("timestamps") == "true"
         limit = int(query["limitBytes"]) if query.get("limitBytes") else None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .kube import ApiError, Kube, meta, now, scenario, start_informer
+from .kubelet import NODE_NAME, RUN_BY_ANNOTATION, ContainerRun, Kubelet
 from .runtime import Buildah, Mount, RuntimeFailure, copy_output, kill
 
 LOG = logging.getLogger("simulator.tekton")
@@ -101,8 +102,87 @@ def param_values(declared: list[dict[str, Any]], given: list[dict[str, Any]], pr
     return strings, arrays
 
 
+class TaskRunPod:
+    """The pod a TaskRun runs in on a real cluster, kept as a record: containers ``step-<name>`` whose statuses
+    follow the steps, and whose logs the kubelet endpoint serves, so ``pods/log`` of ``status.podName`` works as
+    with Tekton. The pod carries restricted-level security settings (Tekton's set-security-context), so restricted
+    namespaces admit it; when admission refuses it anyway the TaskRun still runs, without the record."""
+
+    def __init__(self, kube: Kube, kubelet: Kubelet, run: dict[str, Any], steps: list[dict[str, Any]], directory: Path):
+        self.kube = kube
+        self.kubelet = kubelet
+        metadata = meta(run)
+        self.namespace = metadata["namespace"]
+        self.name = f"{metadata['name']}-pod"
+        self.path = f"/api/v1/namespaces/{self.namespace}/pods/{self.name}"
+        self.started = now()
+        self.runs: dict[str, ContainerRun] = {}
+        containers = []
+        for index, step in enumerate(steps):
+            step_name = step.get("name") or f"unnamed-{index}"
+            container = ContainerRun(f"step-{step_name}", step.get("image", ""))
+            container.state = {"waiting": {"reason": "PodInitializing"}}
+            container.log_path = directory / f"{step_name}.log"
+            self.runs[step_name] = container
+            containers.append({
+                "name": container.name, "image": container.image, "command": ["/tekton/bin/entrypoint"],
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                    "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            })
+        self.body = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": self.name, "namespace": self.namespace,
+                "labels": {**(metadata.get("labels") or {}), "tekton.dev/taskRun": metadata["name"],
+                           "app.kubernetes.io/managed-by": "tekton-pipelines"},
+                "annotations": {RUN_BY_ANNOTATION: "taskrun"},
+                "ownerReferences": [{"apiVersion": API_VERSION, "kind": "TaskRun", "name": metadata["name"],
+                                     "uid": metadata["uid"], "controller": True, "blockOwnerDeletion": True}],
+            },
+            "spec": {"nodeName": NODE_NAME, "restartPolicy": "Never", "containers": containers,
+                     "serviceAccountName": (run.get("spec") or {}).get("serviceAccountName") or "default",
+                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}},
+        }
+        self.created = False
+
+    def create(self) -> bool:
+        try:
+            self.kube.create(f"/api/v1/namespaces/{self.namespace}/pods", self.body)
+            self.created = True
+        except ApiError as error:
+            LOG.info("TaskRun pod %s/%s not created: %s", self.namespace, self.name, error)
+            return False
+        self.kubelet.log_sources[(self.namespace, self.name)] = self
+        self.report("Running")
+        return True
+
+    def find(self, container: str) -> ContainerRun | None:
+        return next((run for run in self.runs.values() if run.name == container), None)
+
+    def step(self, step_name: str, state: dict[str, Any], report: bool = True) -> None:
+        if step_name in self.runs:
+            self.runs[step_name].state = state
+            if report:
+                self.report("Running")
+
+    def report(self, phase: str) -> None:
+        if not self.created:
+            return
+        status = {
+            "phase": phase, "startTime": self.started, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": self.started}],
+            "containerStatuses": [run.status() for run in self.runs.values()],
+        }
+        try:
+            self.kube.merge_patch(self.path + "/status", {"status": status})
+        except ApiError as error:
+            LOG.info("TaskRun pod %s/%s status: %s", self.namespace, self.name, error)
+
+
 class TaskRunController:
-    def __init__(self, kube: Kube, runtime: Buildah, state_dir: Path, claims_dir: Path, stop: threading.Event):
+    def __init__(self, kube: Kube, runtime: Buildah, state_dir: Path, claims_dir: Path, stop: threading.Event,
+                 kubelet: Kubelet):
+        self.kubelet = kubelet
         self.kube = kube
         self.runtime = runtime
         self.state_dir = state_dir
@@ -210,6 +290,8 @@ class TaskRunController:
         steps_status: list[dict[str, Any]] = []
         failure: tuple[str, str] | None = None
         hook = scenario(run)
+        pod = TaskRunPod(self.kube, self.kubelet, run, task_spec.get("steps") or [], directory)
+        pod.create()
         for index, step in enumerate(task_spec.get("steps") or []):
             step_name = step.get("name") or f"unnamed-{index}"
             if failure is not None:
@@ -225,11 +307,13 @@ class TaskRunController:
                 while not self.stop.wait(0.5):
                     if self._cancelled(run) or (deadline and time.monotonic() > deadline):
                         break
+            pod.step(step_name, {"running": {"startedAt": now()}})
             if is_buildah_image(substitute(step.get("image", ""), strings)):
                 outcome = self._run_host_step(run, step, step_name, host_strings, arrays, directory, deadline)
             else:
                 outcome = self._run_step(run, step, step_name, strings, arrays, mounts, directory, deadline)
             steps_status.append(outcome["status"])
+            pod.step(step_name, {"terminated": outcome["status"]["terminated"]})
             if outcome["failure"]:
                 failure = outcome["failure"]
             self._status(run, {"steps": steps_status})
@@ -240,6 +324,9 @@ class TaskRunController:
                 results.append({"name": result["name"], "type": result.get("type", "string"),
                                 "value": path.read_text().rstrip("\n") if result.get("type", "string") == "string"
                                 else json.loads(path.read_text())})
+        for status in steps_status:
+            pod.step(status["name"], {"terminated": status["terminated"]}, report=False)
+        pod.report("Succeeded" if failure is None else "Failed")
         if failure is None:
             condition = _condition("True", "Succeeded", "All Steps have completed executing")
         else:

@@ -332,3 +332,29 @@ def test_taskrun_with_a_buildah_step_builds_and_pushes_an_image(cluster: Any, na
     assert condition["status"] == "True", (condition, run["status"].get("steps"))
     digest = next(r["value"] for r in run["status"]["results"] if r["name"] == "IMAGE_DIGEST")
     assert digest == _manifest_digest(registry, f"{namespace}/from-tekton", "latest")
+
+
+def test_taskrun_step_logs_come_through_pods_log(cluster: Any, namespace: str, registry: str) -> None:
+    task_run = {
+        "apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "talk"},
+        "spec": {"taskSpec": {"steps": [
+            {"name": "hello", "image": f"{registry}/testimages/no-python:latest", "script": "echo hello from a step\n"},
+            {"name": "bye", "image": f"{registry}/testimages/no-python:latest", "script": "echo bye >&2\nexit 2\n"},
+        ]}},
+    }
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        objects.create_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "taskruns", task_run)
+        run = _wait(lambda: objects.get_namespaced_custom_object(TEKTON_GROUP, VERSION, namespace, "taskruns", "talk"),
+                    lambda r: any(c["type"] == "Succeeded" and c["status"] in ("True", "False")
+                                  for c in (r.get("status") or {}).get("conditions") or []),
+                    POD_TIMEOUT_SECONDS, "the TaskRun to finish")
+        core = client.CoreV1Api(api)
+        pod_name = run["status"]["podName"]
+        pod = core.read_namespaced_pod(pod_name, namespace)
+        hello = core.read_namespaced_pod_log(pod_name, namespace, container="step-hello")
+        bye = core.read_namespaced_pod_log(pod_name, namespace, container="step-bye")
+    assert pod.status.phase == "Failed"
+    assert {s.name: s.state.terminated.exit_code for s in pod.status.container_statuses} == {"step-hello": 0, "step-bye": 2}
+    assert hello == "hello from a step\n"
+    assert bye == "bye\n"
