@@ -699,6 +699,7 @@ class Kubelet:
             if worker is not None and worker.uid != metadata["uid"]:
                 worker = None  # an older pod of the same name
             if event == "DELETED":
+                self.log_sources.pop(key, None)
                 if worker is not None:
                     self.workers.pop(key, None)
                     threading.Thread(target=worker.terminate, args=(0,), daemon=True).start()
