@@ -6,7 +6,6 @@ import datetime
 import json
 import logging
 import threading
-import time
 from typing import Any, Callable, Iterator
 
 import requests
@@ -177,12 +176,3 @@ def meta(obj: dict[str, Any]) -> dict[str, Any]:
 def scenario(obj: dict[str, Any]) -> str:
     """The failure scenario an object asks for through its ``sim.mlops.test/scenario`` annotation ('' = none)."""
     return ((meta(obj).get("annotations") or {}).get("sim.mlops.test/scenario") or "").strip()
-
-
-def sleep_until(stop: threading.Event, seconds: float) -> bool:
-    """Wait; True when ``stop`` was set meanwhile."""
-    return stop.wait(seconds)
-
-
-def monotonic_deadline(seconds: float | None) -> float | None:
-    return None if seconds is None else time.monotonic() + seconds

@@ -537,7 +537,7 @@ class PipelineRunController:
             skipped = sum(1 for v in outcome.values() if v == "Skipped")
             return f"Tasks Completed: {done} (Failed: {failed}, Cancelled 0), Skipped: {skipped}"
 
-        report(_condition("Unknown", "Running", f"Tasks Completed: 0 (Failed: 0, Cancelled 0), Skipped: 0"))
+        report(_condition("Unknown", "Running", "Tasks Completed: 0 (Failed: 0, Cancelled 0), Skipped: 0"))
         stop_reason: tuple[str, str] | None = None
         if scenario(run) == "hang":
             while not self.stop.wait(0.5):
