@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.notebooks contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Running notebooks in Jupyter kernels with nbclient.
 
 ``execute_notebook`` runs one notebook; ``execute_many`` runs a batch, several
