@@ -146,9 +146,10 @@ def ensure_binaries() -> dict[str, Path]:
                 check=False,
             )
         if result.returncode != 0:
+            build_log_lines = (cache_dir() / "build-binaries.log").read_text(errors="replace").splitlines()
             raise ControlPlaneError(
-                f"building the control plane binaries failed (exit {result.returncode}); "
-                f"see {cache_dir() / 'build-binaries.log'}"
+                f"building the control plane binaries failed (exit {result.returncode}); last lines of "
+                f"{cache_dir() / 'build-binaries.log'}:\n" + "\n".join(build_log_lines[-15:])
             )
         log(f"first build of {', '.join(missing)} took {time.monotonic() - started:.0f} s")
     return wanted
@@ -399,10 +400,18 @@ def write_kubeconfig(path: Path, server: str, ca_file: str, cert_file: str, key_
 # ------------------------------------------------------------------------------------------ processes
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (the sockets stay open until all are picked, so no repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _read_pids(state_dir: Path) -> dict[str, int]:
@@ -593,13 +602,18 @@ def load(state_dir: Path | None = None) -> ControlPlane | None:
         return None
     if not _is_running(state_dir):
         return None
-    return ControlPlane(
+    plane = ControlPlane(
         state_dir=state_dir,
         kubeconfig=Path(info["kubeconfig"]),
         server=info["server"],
         registry=info.get("registry"),
         certs=certs,
     )
+    try:  # processes alive is not enough: one may be shutting down
+        status, _ = plane.admin_api().request("GET", "/readyz", timeout=5)
+    except (OSError, ssl.SSLError):
+        return None
+    return plane if status == 200 else None
 
 
 def up(state_dir: Path | None = None, *, with_images: bool = True) -> ControlPlane:
@@ -676,7 +690,7 @@ def up(state_dir: Path | None = None, *, with_images: bool = True) -> ControlPla
 
 
 def _start_etcd_and_apiserver(state_dir: Path, binaries: dict[str, Path], certs: dict[str, Any]) -> tuple[str, str]:
-    client_port, peer_port, secure_port = free_port(), free_port(), free_port()
+    client_port, peer_port, secure_port = free_ports(3)
     etcd_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     start_process(
@@ -918,9 +932,8 @@ def _write_state_files(plane: ControlPlane, etcd_url: str) -> None:
 
 
 def _stop_all(state_dir: Path) -> None:
-    certs_file = state_dir / "certs.json"
     for name in reversed(OPTIONAL_COMPONENTS):
-        module = _import_component(name) if certs_file.exists() else None
+        module = _import_component(name)
         if module is not None and hasattr(module, "stop"):
             try:
                 module.stop(str(state_dir))
