@@ -4,8 +4,9 @@ For each ``spec.tags[]`` whose ``from`` is a DockerImage, the reference is resol
 (with the namespace's dockerconfigjson Secrets, and plain HTTP only when ``importPolicy.insecure`` is true), and the
 tag's status gets an item (created, dockerImageReference ``<registry>/<repo>@sha256:...``, image, generation) or an
 ``ImportSuccess=False`` condition with OpenShift's reason (NotFound, Unauthorized, InternalError). A tag whose
-``from`` is an ImageStreamTag follows that tag. ``status.dockerImageRepository`` names the stream's repository in
-the local registry, which plays OpenShift's internal registry (builds push there).
+``from`` is an ImageStreamTag follows that tag. With an import (or a build's push), ``status.dockerImageRepository``
+names the stream's repository in the local registry, which plays OpenShift's internal registry (builds push
+there); a stream with nothing to import is not written to.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ class ImageImporter:
                     }],
                 }
             changed = True
-        repository = f"{self.registry}/{namespace}/{name}" if self.registry else ""
-        if not changed and status.get("dockerImageRepository", "") == repository:
+        if not changed:
+            # Streams with nothing to import are left alone (their status is only written with an import or a push).
             return
+        repository = f"{self.registry}/{namespace}/{name}" if self.registry else status.get("dockerImageRepository", "")
         new_status = {**status, "dockerImageRepository": repository, "tags": list(tags.values())}
         try:
             self.kube.replace_status(stream_path(namespace, name) + "/status", new_status, metadata["resourceVersion"])
