@@ -7,7 +7,12 @@ the same tests pass against a real cluster (``MLOPS_NOTEBOOKS_EXISTING_CLUSTER=1
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +21,7 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+import controlplane  # tests/cluster, on sys.path through conftest.py
 from playbook_runner import run_playbook
 
 RESTRICTED = {
@@ -438,3 +444,59 @@ def test_kubernetes_core_k8s_meets_the_same_rules(cluster: Any, namespace: str, 
     assert denied.get("failed") is True, denied
     assert '"code":403' in denied["msg"], denied.get("msg")
     assert 'cannot list resource \\"configmaps\\"' in denied["msg"]
+
+
+# ------------------------------------------------------------------------------ the local control plane
+
+
+def _local_control_plane(cluster: Any) -> Any:
+    if cluster.control_plane is None:
+        pytest.skip("checks the local control plane's own files; this session uses an existing cluster")
+    return cluster.control_plane
+
+
+def test_cli_prints_exactly_the_two_lines_of_the_running_control_plane(cluster: Any) -> None:
+    plane = _local_control_plane(cluster)
+    script = Path(__file__).resolve().parents[2] / "cluster" / "controlplane.py"
+    expected = [f"KUBECONFIG={plane.kubeconfig}", f"REGISTRY={plane.registry or ''}"]
+    for command in ("env", "up"):  # "up" on a running control plane reuses it
+        done = subprocess.run(
+            [sys.executable, str(script), "--state-dir", str(plane.state_dir), command],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == expected
+    assert "already running" in done.stderr
+    assert (plane.state_dir / "env").read_text().splitlines() == expected
+
+
+def test_api_server_requires_tls_with_its_ca_and_trusts_only_its_client_ca(cluster: Any, tmp_path: Path) -> None:
+    plane = _local_control_plane(cluster)
+    certs = plane.certs
+    url = plane.server + "/api/v1/namespaces"
+
+    untrusting = ssl.create_default_context()  # the system CAs do not include the cluster CA
+    with pytest.raises(urllib.error.URLError) as unverified:
+        urllib.request.urlopen(url, context=untrusting, timeout=10)
+    assert isinstance(unverified.value.reason, ssl.SSLCertVerificationError)
+
+    # Without a client certificate the caller is anonymous, and RBAC lets anonymous list nothing.
+    anonymous = ssl.create_default_context(cafile=certs["ca"]["cert"])
+    with pytest.raises(urllib.error.HTTPError) as forbidden:
+        urllib.request.urlopen(url, context=anonymous, timeout=10)
+    assert forbidden.value.code == 403
+    assert 'User \\"system:anonymous\\" cannot list resource \\"namespaces\\"' in forbidden.value.read().decode()
+
+    # The admin certificate of another cluster (same names, another CA) does not authenticate.
+    other_cluster = controlplane.generate_certificates(tmp_path / "other-pki")
+    foreign = ssl.create_default_context(cafile=certs["ca"]["cert"])
+    foreign.load_cert_chain(other_cluster["admin"]["cert"], other_cluster["admin"]["key"])
+    with pytest.raises(urllib.error.HTTPError) as unauthorized:
+        urllib.request.urlopen(url, context=foreign, timeout=10)
+    assert unauthorized.value.code == 401
+
+    admin = ssl.create_default_context(cafile=certs["ca"]["cert"])
+    admin.load_cert_chain(certs["admin"]["cert"], certs["admin"]["key"])
+    with urllib.request.urlopen(url, context=admin, timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read())["kind"] == "NamespaceList"
