@@ -314,6 +314,11 @@ class OpenShiftImport:
         except ClusterError as error:
             self.publish_failure(error)
             raise
+        if outcome.reason == "OOMKilled":
+            error = ClusterError("ValidationPodFailed", f"the validation container ran out of memory (OOMKilled, limit "
+                                                        f"{settings.memory_limit}) before it wrote a verdict")
+            self.publish_failure(error)
+            raise error
         report = checks.parse_check_result(outcome.log or outcome.termination_message)
         if report.error and outcome.log_excerpt:
             report.error += f" (container exit code {outcome.exit_code}; last log lines: {outcome.log_excerpt[-800:]})"
