@@ -390,3 +390,40 @@ def test_validation_pod_fails_fast_or_times_out_and_is_deleted(importer: Importe
         ValidationPods(_pods_service(importer), importer.namespace).run(manifest, image, Deadline(deadline_seconds))
     assert caught.value.reason == reason
     assert importer.pods() == [], "the pod is deleted whatever happened"
+
+
+# ------------------------------------------------------------------------ the local backend (skopeo, buildah)
+
+
+def test_local_backend_validates_and_copies_once(importer: Importer, test_images: dict) -> None:
+    image = test_images["notebook"]
+    target = image["reference"].replace("/testimages/notebook:", f"/copies/notebook-{uuid.uuid4().hex[:6]}:")
+    first = importer.run(backend="local", from_image=image["reference"], target_image=target)
+    assert not first.get("failed"), first.get("msg")
+    assert first["backend"] == "local" and first["imagestream"] is None
+    assert first["phase"] == "Succeeded" and first["digest"] == image["digest"]
+    assert first["validation"]["passed"] is True
+    assert first["changed"] is True and first["target"]["copied"] is True
+    assert first["target"]["digest"] == image["digest"]
+    again = importer.run(backend="local", from_image=image["reference"], target_image=target)
+    assert (again["changed"], again["target"]["copied"]) == (False, False)
+
+
+def test_local_backend_rejects_an_image_without_python(importer: Importer, test_images: dict) -> None:
+    result = importer.run(backend="local", from_image=test_images["no-python"]["reference"])
+    assert (result["reason"], result["temporary"], result["phase"]) == ("ValidationFailed", False, "Failed")
+    assert any("Python" in message["message"] for message in result["messages"])
+
+
+def test_local_backend_uses_the_pull_secret_file(importer: Importer, test_images: dict, tmp_path: Path) -> None:
+    host, username, password = test_images["private-credentials"]
+    reference = test_images["private-notebook"]["reference"]
+    anonymous = importer.run(backend="local", from_image=reference, validate={"enabled": False})
+    assert anonymous["reason"] == "AuthenticationFailed"
+    secret_file = tmp_path / "pull-secret.json"
+    secret_file.write_text(json.dumps({"auths": {host: {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}}}))
+    found = importer.run(backend="local", from_image=reference, pull_secret_file=str(secret_file),
+                         validate={"enabled": False})
+    assert not found.get("failed"), found.get("msg")
+    assert found["digest"] == test_images["private-notebook"]["digest"]
+    assert password not in found["_stdout"]
