@@ -226,7 +226,7 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--repeat", type=int, default=5, help="re-runs per module (default 5)")
     parser.add_argument("--kubeconfig", type=Path, help="an existing cluster (default: start a local control plane)")
     parser.add_argument("--image", help="the image to import (default: the local registry's test notebook image)")

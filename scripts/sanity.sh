@@ -21,6 +21,11 @@ if [ ! -f "$GET_PIP" ] || grep -q "Stand-in for the pip bootstrap" "$GET_PIP"; t
 fi
 
 rm -rf "$TREE" && mkdir -p "$TREE"
+# Collection dependencies (galaxy.yml) must sit in the same collection root for ansible-test (doc fragments,
+# module_utils imports); kubernetes.core comes with the venv's `ansible` package.
+DEPS_ROOT="$("$BIN/python" -c 'import ansible_collections, os; print([p for p in ansible_collections.__path__ if os.path.isdir(os.path.join(p, "kubernetes", "core"))][0])')"
+rm -rf "$(dirname "$TREE")/../kubernetes" && mkdir -p "$(dirname "$TREE")/../kubernetes"
+cp -r "$DEPS_ROOT/kubernetes/core" "$(dirname "$TREE")/../kubernetes/core"
 cd "$ROOT"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [ -e "$f" ] && cp --parents "$f" "$TREE/"

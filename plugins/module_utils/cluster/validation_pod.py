@@ -249,7 +249,7 @@ class ValidationPods:
 
         try:
             self.service.client.delete(self.resource, name=name, namespace=self.namespace,
-                                              body={"gracePeriodSeconds": 0, "propagationPolicy": "Background"})
+                                       body={"gracePeriodSeconds": 0, "propagationPolicy": "Background"})
         except NotFoundError:
             return
         except Exception as error:
