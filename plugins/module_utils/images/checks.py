@@ -336,7 +336,8 @@ mlops_check_emit() {
   fi
 }
 mlops_check_fail() {
-  mlops_check_emit '{"@SCHEMA_KEY@":1,"passed":false,"python":null,"software":[],"packages":[],"packages_complete":false,"checks":[{"name":"python","passed":false,"required":true,"message":"'"$1"'"}]}'
+  mlops_check_emit '{"@SCHEMA_KEY@":1,"passed":false,"python":null,"software":[],"packages":[],'\
+'"packages_complete":false,"checks":[{"name":"python","passed":false,"required":true,"message":"'"$1"'"}]}'
 }
 mlops_check_python=''
 for mlops_check_candidate in python3 python; do
