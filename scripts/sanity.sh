@@ -20,7 +20,7 @@ if [ ! -f "$GET_PIP" ] || grep -q "Stand-in for the pip bootstrap" "$GET_PIP"; t
   cp "$ROOT/scripts/get_pip_offline.py" "$GET_PIP"
 fi
 
-rm -rf "$TREE" && mkdir -p "$TREE"
+rm -rf "$(dirname "$(dirname "$TREE")")" && mkdir -p "$TREE"
 # Collection dependencies (galaxy.yml) must sit in the same collection root for ansible-test (doc fragments,
 # module_utils imports); kubernetes.core comes with the venv's `ansible` package.
 DEPS_ROOT="$("$BIN/python" -c 'import ansible_collections, os; print([p for p in ansible_collections.__path__ if os.path.isdir(os.path.join(p, "kubernetes", "core"))][0])')"
@@ -29,6 +29,14 @@ cp -r "$DEPS_ROOT/kubernetes/core" "$(dirname "$TREE")/../kubernetes/core"
 cd "$ROOT"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [ -e "$f" ] && cp --parents "$f" "$TREE/"
+done
+# collections this one depends on, from the ansible package in the venv, beside the copy
+COLLECTIONS_ROOT="$(dirname "$(dirname "$(dirname "$TREE")")")"
+SITE_COLLECTIONS="$("$BIN/python" -c 'import ansible_collections, os; print(os.path.dirname(ansible_collections.__file__) if ansible_collections.__file__ else list(ansible_collections.__path__)[-1])')"
+for dep in kubernetes/core; do
+  mkdir -p "$COLLECTIONS_ROOT/ansible_collections/$(dirname "$dep")"
+  rm -rf "$COLLECTIONS_ROOT/ansible_collections/$dep"
+  cp -r "$SITE_COLLECTIONS/$dep" "$COLLECTIONS_ROOT/ansible_collections/$dep"
 done
 # the copy is its own git repository, or ansible-test would see this checkout's .gitignore around it
 cd "$TREE" && git init -q && git add -A

@@ -54,7 +54,7 @@ def run_playbook(playbook: str, extra_vars: Optional[Dict[str, Any]] = None, che
         "PATH": BIN + os.pathsep + run_env.get("PATH", ""),
     })
     run_env.update(env or {})
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout, cwd=ROOT, check=False)
     try:
         data = json.loads(proc.stdout)
     except ValueError:

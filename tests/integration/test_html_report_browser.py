@@ -8,7 +8,6 @@ screenshot really shows the highlighted changed lines.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -67,7 +66,7 @@ def one_failure_run() -> RunResult:
 
 def run_chromium(args: List[str], profile: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, "--user-data-dir=" + profile, *args],
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=180, check=False)
     if proc.returncode != 0:
         raise AssertionError("chromium failed (rc=%d):\n%s" % (proc.returncode, proc.stderr[-3000:]))
     return proc

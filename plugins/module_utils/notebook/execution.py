@@ -528,7 +528,7 @@ class _Batch:
             raise asyncio.CancelledError()
         try:
             self._refill()
-            await asyncio.gather(*(self._worker() for _ in range(self.parallel)))
+            await asyncio.gather(*(self._worker() for _worker_slot in range(self.parallel)))
             if self.finishing:
                 await asyncio.gather(*self.finishing)
         finally:

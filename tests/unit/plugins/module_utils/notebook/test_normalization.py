@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from nbformat import NotebookNode
 
 from ansible_collections.mlops.notebooks.plugins.module_utils.notebook import normalization as norm
 from ansible_collections.mlops.notebooks.plugins.module_utils.notebook.model import CompareOptions, EngineError, Rule
@@ -49,8 +50,9 @@ class TestStructural:
         before = copy.deepcopy(outputs)
         result = norm.structural(outputs)
         assert outputs == before
-        assert all(type(o) is dict for o in result)
-        assert type(result[1]["data"]) is dict
+        # plain dicts, not NotebookNode views of the input
+        assert all(isinstance(o, dict) and not isinstance(o, NotebookNode) for o in result)
+        assert isinstance(result[1]["data"], dict) and not isinstance(result[1]["data"], NotebookNode)
         result[1]["data"]["text/plain"] = "changed"
         assert outputs[1]["data"]["text/plain"] == ["x"]
 
@@ -281,7 +283,7 @@ def test_registry_has_every_documented_scrubber():
 
 @pytest.mark.parametrize(
     "name, text, expected",
-    [(name, text, expected) for name, (positive, _) in SCRUBBER_CASES.items() for text, expected in positive],
+    [(name, text, expected) for name, (positive, _negative) in SCRUBBER_CASES.items() for text, expected in positive],
 )
 def test_scrubber_replaces_its_pattern(name, text, expected):
     scrubber = norm.SCRUBBERS[name]
@@ -292,7 +294,7 @@ def test_scrubber_replaces_its_pattern(name, text, expected):
 
 
 @pytest.mark.parametrize(
-    "name, text", [(name, text) for name, (_, negative) in SCRUBBER_CASES.items() for text in negative]
+    "name, text", [(name, text) for name, (_positive, negative) in SCRUBBER_CASES.items() for text in negative]
 )
 def test_scrubber_leaves_unrelated_text(name, text):
     assert norm.SCRUBBERS[name].scrub(text) == (text, 0)

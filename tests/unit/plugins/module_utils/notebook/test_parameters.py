@@ -62,7 +62,8 @@ def test_values_typed_like_defaults():
         "n": 5, "rate": 2.0, "verbose": True, "name": "5", "items": [3, 4], "options": {"b": [True, None]},
         "shape": (4, 5), "nothing": "7", "computed": "8", "extra": "x",
     }
-    assert type(values["rate"]) is float and type(values["n"]) is int
+    assert isinstance(values["rate"], float)
+    assert isinstance(values["n"], int) and not isinstance(values["n"], bool)
     nbformat.validate(nb)
 
 

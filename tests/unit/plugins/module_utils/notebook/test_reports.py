@@ -375,8 +375,8 @@ def test_side_by_side_collapses_long_unchanged_runs():
     dom = Dom(reports.side_by_side(expected, actual))
     gaps = [Dom.text(td) for td in dom.find("td", "gap")]
     assert gaps == ["\u22ef 17 unchanged lines \u22ef", "\u22ef 16 unchanged lines \u22ef"]
-    assert [Dom.text(td) for td in dom.find("td", "ctx")][:6] == ["line 17", "line 17", "line 18", "line 18",
-                                                                   "line 19", "line 19"]
+    context = [Dom.text(td) for td in dom.find("td", "ctx")][:6]
+    assert context == ["line 17", "line 17", "line 18", "line 18", "line 19", "line 19"]
     assert [Dom.text(td) for td in dom.find("td", "del")] == ["line 20"]
     assert [Dom.text(td) for td in dom.find("td", "add")] == ["line twenty"]
 
