@@ -30,14 +30,6 @@ cd "$ROOT"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [ -e "$f" ] && cp --parents "$f" "$TREE/"
 done
-# collections this one depends on, from the ansible package in the venv, beside the copy
-COLLECTIONS_ROOT="$(dirname "$(dirname "$(dirname "$TREE")")")"
-SITE_COLLECTIONS="$("$BIN/python" -c 'import ansible_collections, os; print(os.path.dirname(ansible_collections.__file__) if ansible_collections.__file__ else list(ansible_collections.__path__)[-1])')"
-for dep in kubernetes/core; do
-  mkdir -p "$COLLECTIONS_ROOT/ansible_collections/$(dirname "$dep")"
-  rm -rf "$COLLECTIONS_ROOT/ansible_collections/$dep"
-  cp -r "$SITE_COLLECTIONS/$dep" "$COLLECTIONS_ROOT/ansible_collections/$dep"
-done
 # the copy is its own git repository, or ansible-test would see this checkout's .gitignore around it
 cd "$TREE" && git init -q && git add -A
 PATH="$BIN:$PATH" exec "$BIN/ansible-test" sanity --python "$PY_VERSION" --color no --truncate 0 "$@"
