@@ -354,6 +354,23 @@ def test_state_absent(importer: Importer, test_images: dict) -> None:
     assert refused.get("failed") and importer.stream("not-ours") is not None
 
 
+def test_a_changed_source_updates_the_same_imagestream(importer: Importer, test_images: dict) -> None:
+    first, second = test_images["notebook"], test_images["python-only"]
+    assert not importer.run(name="moving", from_image=first["reference"], tag="stable",
+                            validate={"enabled": False}).get("failed")
+    moved = importer.run(name="moving", from_image=second["reference"], tag="stable", validate={"enabled": False})
+    assert not moved.get("failed"), moved.get("msg")
+    assert moved["changed"] is True and moved["digest"] == second["digest"]
+    stream = importer.stream("moving")
+    tag = _tag(stream)
+    assert tag["name"] == "stable" and tag["from"]["name"] == second["reference"]
+    assert tag["annotations"]["openshift.io/imported-from"] == second["reference"]
+    assert _annotations(stream)["mlops.notebooks/validated-digest"] == second["digest"]
+    written = importer.run(name="moving", from_image=second["reference"], tag="stable", validate={"enabled": False},
+                           wait=False)
+    assert written["changed"] is False
+
+
 def test_validation_disabled_publishes_with_a_warning(importer: Importer, test_images: dict) -> None:
     result, created = importer.pods_created_during(lambda: importer.run(
         name="unchecked", from_image=test_images["python-only"]["reference"], validate={"enabled": False}))
