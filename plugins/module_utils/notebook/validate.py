@@ -13,8 +13,15 @@ Golden sources (``golden``):
 * ``None`` or ``"stored"``: the outputs stored in the notebook itself (as nbval
   does): the notebook is executed and compared with its own saved outputs.
 * a notebook file: the golden of the one notebook given.
-* a directory: for each notebook, ``<dir>/<path relative to the notebooks' common
-  directory>``, else ``<dir>/<file name>``.
+* a mapping ``{notebook path: golden path}``: explicit goldens, as ``golden_map``
+  computes them from the user's entries (a directory entry's tree is mirrored in
+  the golden directory, a file or glob match goes by file name).
+* a directory: for each notebook, ``<dir>/<file name>``.
+
+A notebook's golden never depends on the other notebooks of the run. A missing
+golden is an error naming the exact path expected (``update_golden`` creates it
+there); two notebooks with the same golden file (same file name from different
+directories) both fail, naming each other, instead of sharing it silently.
 
 Modes (``options.mode``):
 
@@ -51,7 +58,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .alignment import CellPair, align
 from .comparison import compare_outputs, report_outputs
@@ -74,6 +81,8 @@ from .normalization import Normalizer, strip_warnings, structural
 from .policies import CellPolicy, cell_policy
 
 GOLDEN_STORED = "stored"
+# None / "stored", a golden file, a directory of goldens, or {notebook path: golden path}
+GoldenSource = Union[None, str, Mapping[str, str]]
 MODES = ("compare", "compare_only", "update_golden")
 STRATEGIES = ("exact", "normalized", "tolerant")
 STDERR_POLICIES = ("compare", "ignore_warnings", "forbid")
@@ -113,19 +122,12 @@ def _common_root(paths: Sequence[str]) -> str:
         return ""
 
 
-def _is_stored(golden: Optional[str]) -> bool:
-    return golden is None or str(golden).strip() in ("", GOLDEN_STORED)
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(str(path)))
 
 
-def _golden_candidates(path: str, paths: Sequence[str], golden_dir: str) -> List[str]:
-    root = _common_root(paths)
-    candidates = []
-    if root:
-        candidates.append(os.path.join(golden_dir, os.path.relpath(os.path.abspath(path), root)))
-    by_name = os.path.join(golden_dir, os.path.basename(path))
-    if by_name not in candidates:
-        candidates.append(by_name)
-    return candidates
+def _is_stored(golden: GoldenSource) -> bool:
+    return golden is None or (isinstance(golden, str) and golden.strip() in ("", GOLDEN_STORED))
 
 
 def _golden_is_directory(golden: str) -> bool:
@@ -133,22 +135,64 @@ def _golden_is_directory(golden: str) -> bool:
     return os.path.isdir(expanded) or (not os.path.exists(expanded) and not expanded.endswith(".ipynb"))
 
 
-def golden_for(path: str, paths: Sequence[str], golden: Optional[str]) -> str:
-    """The golden source of one notebook: ``"stored"`` or a golden file path.
+def golden_map(entries: Sequence[Tuple[str, str]], golden_dir: str) -> Dict[str, str]:
+    """``{notebook path: golden path}`` for notebooks found from the user's entries.
 
-    For a directory, the first candidate that exists, else the first candidate
-    (where ``update_golden`` would create it).
+    Each entry is ``(notebook_path, entry_root)``: the golden is
+    ``<golden_dir>/<notebook path relative to entry_root>``. Give a directory
+    entry as its own root (its tree is mirrored) and a file or glob match its
+    own directory (its golden is ``<golden_dir>/<file name>``). Keys and values
+    are absolute. A notebook listed twice keeps its first root. Raises
+    ``EngineError`` when a notebook is not inside its root (its golden would lie
+    outside ``golden_dir``).
     """
+    base = _absolute(golden_dir)
+    mapping: Dict[str, str] = {}
+    for notebook_path, entry_root in entries:
+        notebook = _absolute(notebook_path)
+        if notebook in mapping:
+            continue
+        root = _absolute(entry_root)
+        relative = os.path.relpath(notebook, root)
+        if relative == os.curdir or relative.split(os.sep, 1)[0] == os.pardir:
+            raise EngineError("notebook %s is not inside its entry's directory %s, so it has no place in the "
+                              "golden directory %s" % (notebook, root, base))
+        mapping[notebook] = os.path.join(base, relative)
+    return mapping
+
+
+def golden_for(path: str, paths: Sequence[str], golden: GoldenSource) -> str:
+    """The golden source of one notebook: ``"stored"`` or a golden file path (absolute).
+
+    ``golden`` is ``None`` / ``"stored"``, one golden file, a directory (the
+    golden is ``<dir>/<file name>``) or a mapping ``{notebook path: golden path}``
+    such as ``golden_map`` returns. The answer depends only on ``path`` and
+    ``golden``, never on the other notebooks of the run (``paths`` is accepted for
+    callers that pass it). Raises ``EngineError`` when a mapping has no entry
+    for ``path``.
+    """
+    if isinstance(golden, Mapping):
+        wanted = _absolute(path)
+        for notebook, golden_path in golden.items():
+            if _absolute(notebook) == wanted:
+                return _absolute(golden_path)
+        raise EngineError("no golden notebook is mapped to %s" % wanted)
     if _is_stored(golden):
         return GOLDEN_STORED
-    expanded = os.path.abspath(os.path.expanduser(str(golden)))
+    expanded = _absolute(golden)
     if not _golden_is_directory(str(golden)):
         return expanded
-    candidates = _golden_candidates(path, paths, expanded)
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
-    return candidates[0]
+    return os.path.join(expanded, os.path.basename(path))
+
+
+def _shared_goldens(golden_paths: Mapping[str, Optional[str]]) -> Dict[str, List[str]]:
+    """{notebook: other notebooks with the same golden file}, for notebooks that share one."""
+    by_golden: Dict[str, List[str]] = {}
+    for notebook, golden_path in golden_paths.items():
+        if golden_path is not None:
+            by_golden.setdefault(golden_path, []).append(notebook)
+    return {notebook: [other for other in notebooks if other != notebook]
+            for notebooks in by_golden.values() if len(notebooks) > 1 for notebook in notebooks}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -522,7 +566,7 @@ def _executed_path(item: _Notebook, paths: Sequence[str], executed_dir: str) -> 
     return os.path.join(os.path.abspath(os.path.expanduser(executed_dir)), relative)
 
 
-def _load(item: _Notebook, paths: Sequence[str], golden: Optional[str], mode: str) -> None:
+def _load(item: _Notebook, mode: str) -> None:
     """Read the notebook and its golden; errors mark the item failed."""
     try:
         item.notebook = read_notebook(item.path)
@@ -536,9 +580,7 @@ def _load(item: _Notebook, paths: Sequence[str], golden: Optional[str], mode: st
         if mode == "update_golden":
             item.golden = None
             return
-        where = "" if not _golden_is_directory(str(golden)) else " (looked for %s)" % " and ".join(
-            _golden_candidates(item.path, paths, os.path.abspath(os.path.expanduser(str(golden)))))
-        item.fail("golden notebook not found: %s%s" % (item.golden_path, where))
+        item.fail("golden notebook not found: %s" % item.golden_path)
         return
     try:
         item.golden = read_notebook(item.golden_path)
@@ -575,14 +617,43 @@ def _evaluate(item: _Notebook, executed: Any, runs: Dict[int, CellRun], comparer
         else time.monotonic() - item.started
 
 
-def validate_notebooks(paths: Sequence[str], golden: Optional[str], options: Optional[ValidateOptions] = None
+def _golden_paths(paths: Sequence[str], golden: GoldenSource) -> Tuple[List[Optional[str]], List[str]]:
+    """Each notebook's golden file (None: stored outputs) and, per notebook, why it has none usable ("": fine)."""
+    if _is_stored(golden):
+        return [None] * len(paths), [""] * len(paths)
+    if isinstance(golden, Mapping):
+        golden = {_absolute(notebook): golden_path for notebook, golden_path in golden.items()}
+    targets: List[Optional[str]] = []
+    problems: List[str] = []
+    for path in paths:
+        try:
+            targets.append(golden_for(path, paths, golden))
+            problems.append("")
+        except EngineError as exc:
+            targets.append(None)
+            problems.append(str(exc))
+    # One golden file for two notebooks is a mistake (two files with the same name from different
+    # directories given one by one): each is told which other notebook claims its golden.
+    shared = _shared_goldens({_absolute(path): target for path, target in zip(paths, targets)})
+    for position, path in enumerate(paths):
+        others = shared.get(_absolute(path))
+        if others and not problems[position] and (isinstance(golden, Mapping) or _golden_is_directory(str(golden))):
+            problems[position] = (
+                "golden notebook %s would also be the golden of %s; give each notebook its own golden (list the "
+                "directory that holds them as one entry so their relative paths tell them apart)" % (
+                    targets[position], ", ".join(others)))
+    return targets, problems
+
+
+def validate_notebooks(paths: Sequence[str], golden: GoldenSource, options: Optional[ValidateOptions] = None
                        ) -> RunResult:
     """Validate notebooks against their golden outputs; see the module docstring."""
     started = time.monotonic()
     options = options or ValidateOptions()
     paths = [str(path) for path in paths]
     stored = _is_stored(golden)
-    items = [_Notebook(i, path, None if stored else golden_for(path, paths, golden)) for i, path in enumerate(paths)]
+    golden_paths, golden_problems = _golden_paths(paths, golden)
+    items = [_Notebook(i, path, golden_paths[i]) for i, path in enumerate(paths)]
 
     run_error = "; ".join(_option_errors(options))
     normalizer = None
@@ -591,7 +662,8 @@ def validate_notebooks(paths: Sequence[str], golden: Optional[str], options: Opt
             normalizer = Normalizer(options.compare)
         except EngineError as exc:
             run_error = str(exc)
-    if not run_error and not stored and not _golden_is_directory(str(golden)) and len(paths) > 1:
+    single_file = not stored and not isinstance(golden, Mapping) and not _golden_is_directory(str(golden))
+    if not run_error and single_file and len(paths) > 1:
         run_error = ("a golden notebook file can only be used with a single notebook (%d given); "
                      "use a directory of golden notebooks" % len(paths))
     if not run_error and stored and options.mode == "compare_only":
@@ -601,8 +673,11 @@ def validate_notebooks(paths: Sequence[str], golden: Optional[str], options: Opt
     for item in items:
         if run_error:
             item.fail(run_error)
+        elif golden_problems[item.position]:
+            item.fail(golden_problems[item.position])
+            item.result.golden = golden_paths[item.position]
         else:
-            _load(item, paths, golden, options.mode)
+            _load(item, options.mode)
 
     comparer = _Comparer(options.compare, normalizer)
     ready = [item for item in items if item.result.error is None]

@@ -21,6 +21,7 @@ pytest.importorskip("nbclient", reason="nbclient is needed to execute notebooks"
 
 from ansible_collections.mlops.notebooks.plugins.module_utils.notebook.model import (  # noqa: E402
     CompareOptions,
+    EngineError,
     ExecutionOptions,
     Rule,
     ValidateOptions,
@@ -28,6 +29,7 @@ from ansible_collections.mlops.notebooks.plugins.module_utils.notebook.model imp
 )
 from ansible_collections.mlops.notebooks.plugins.module_utils.notebook.validate import (  # noqa: E402
     golden_for,
+    golden_map,
     validate_notebooks,
 )
 
@@ -131,7 +133,7 @@ def _batch_notebooks() -> List[tuple]:
         ("exact.ipynb", exact_cells, exact_golden),
         ("dying.ipynb", dying, dying_golden),
         ("sub/normalized.ipynb", normalized_run, normalized_golden),
-        ("sub/deeper/tolerant.ipynb", tolerant_run, tolerant_golden),   # golden found by file name
+        ("sub/deeper/tolerant.ipynb", tolerant_run, tolerant_golden),   # a file entry: golden by file name
         ("regression.ipynb", regression, regression_golden),
         ("error.ipynb", failing, failing_golden),
         ("timeout.ipynb", slow, slow_golden),
@@ -143,14 +145,16 @@ def _batch_notebooks() -> List[tuple]:
 def batch(tmp_path_factory):
     base = tmp_path_factory.mktemp("batch")
     notebooks_dir, golden_dir, executed_dir = base / "notebooks", base / "golden", base / "executed"
-    paths = []
+    paths, entries = [], []
     for name, cells, golden_cells in _batch_notebooks():
         paths.append(write(str(notebooks_dir / name), notebook(*cells)))
-        golden_name = os.path.basename(name) if name.startswith("sub/deeper/") else name
-        write(str(golden_dir / golden_name), notebook(*golden_cells))
+        file_entry = name.startswith("sub/deeper/")
+        entries.append((paths[-1], os.path.dirname(paths[-1]) if file_entry else str(notebooks_dir)))
+        write(str(golden_dir / (os.path.basename(name) if file_entry else name)), notebook(*golden_cells))
     corrupt = notebooks_dir / "corrupt.ipynb"
     corrupt.write_text('{"cells": [', encoding="utf-8")
     paths.append(str(corrupt))
+    entries.append((str(corrupt), str(notebooks_dir)))
     options = ValidateOptions(
         execution=ExecutionOptions(cell_timeout=5, timeout=120),
         compare=CompareOptions(strategy="tolerant", rules=[Rule(name="never-matches", action="replace",
@@ -158,7 +162,7 @@ def batch(tmp_path_factory):
         parallel=2,
         executed_dir=str(executed_dir),
     )
-    run = validate_notebooks(paths, str(golden_dir), options)
+    run = validate_notebooks(paths, golden_map(entries, str(golden_dir)), options)
     results = {os.path.relpath(nb.path, str(notebooks_dir)): nb for nb in run.notebooks}
     return {"run": run, "results": results, "paths": paths, "golden_dir": str(golden_dir),
             "executed_dir": str(executed_dir), "notebooks_dir": str(notebooks_dir)}
@@ -183,6 +187,7 @@ def test_exact_pass(batch):
 
 def test_normalized_pass_names_the_scrubbers(batch):
     result = batch["results"]["sub/normalized.ipynb"]
+    assert result.golden == os.path.join(batch["golden_dir"], "sub", "normalized.ipynb")   # directory entry
     assert result.verdict == Verdict.PASS_NORMALIZED
     cells = by_id(result)
     assert cells["obj"].verdict == Verdict.PASS_NORMALIZED and cells["obj"].rules_fired == {"memory_address": 2}
@@ -190,7 +195,7 @@ def test_normalized_pass_names_the_scrubbers(batch):
     assert result.rules_fired == {"memory_address": 2, "timestamp": 2}
 
 
-def test_tolerant_pass_reports_max_error_and_golden_found_by_name(batch):
+def test_tolerant_pass_reports_max_error_and_file_entry_golden_by_name(batch):
     result = batch["results"]["sub/deeper/tolerant.ipynb"]
     assert result.golden == os.path.join(batch["golden_dir"], "tolerant.ipynb")
     assert result.verdict == Verdict.PASS_TOLERANT
@@ -390,18 +395,94 @@ def test_one_golden_file_for_several_notebooks_is_refused(tmp_path):
     assert "single notebook" in run.notebooks[0].error
 
 
-def test_missing_golden_in_directory_names_the_candidates(tmp_path):
-    path = write(str(tmp_path / "nbs" / "x" / "nb.ipynb"), notebook(code("a", "1")))
-    other = write(str(tmp_path / "nbs" / "y" / "other.ipynb"), notebook(code("a", "1")))
+def _same_name_tree(tmp_path) -> Dict[str, str]:
+    """nb/a/same.ipynb and nb/b/same.ipynb with goldens golden/a/same.ipynb and golden/b/same.ipynb (outputs differ)."""
+    paths = {}
+    for sub, printed in (("a", "A"), ("b", "B")):
+        cells = [code("p", "print(%r)" % printed, [stdout(printed + "\n")], count=1)]
+        paths[sub] = write(str(tmp_path / "nb" / sub / "same.ipynb"), notebook(*cells))
+        write(str(tmp_path / "golden" / sub / "same.ipynb"), notebook(*cells))
+    paths["other"] = write(str(tmp_path / "other" / "x.ipynb"), notebook(code("x", "1", [value("1")], count=1)))
+    write(str(tmp_path / "golden" / "x.ipynb"), notebook(code("x", "1", [value("1")], count=1)))
+    return paths
+
+
+def test_golden_map_mirrors_directory_entries_and_names_file_entries(tmp_path):
+    paths = _same_name_tree(tmp_path)
+    nb_dir, golden_dir = str(tmp_path / "nb"), str(tmp_path / "golden")
+    mapping = golden_map([(paths["a"], nb_dir), (paths["b"], nb_dir), (paths["other"], str(tmp_path / "other")),
+                          (paths["a"], str(tmp_path / "nb" / "a"))], golden_dir)
+    assert mapping == {paths["a"]: os.path.join(golden_dir, "a", "same.ipynb"),    # first root wins
+                       paths["b"]: os.path.join(golden_dir, "b", "same.ipynb"),
+                       paths["other"]: os.path.join(golden_dir, "x.ipynb")}
+    with pytest.raises(EngineError, match="not inside its entry's directory"):
+        golden_map([(paths["other"], nb_dir)], golden_dir)
+
+
+def test_golden_of_a_notebook_does_not_depend_on_the_rest_of_the_run(tmp_path):
+    paths = _same_name_tree(tmp_path)
+    nb_dir, golden_dir = str(tmp_path / "nb"), str(tmp_path / "golden")
+    alone = golden_map([(paths["a"], nb_dir)], golden_dir)
+    with_other = golden_map([(paths["a"], nb_dir), (paths["other"], str(tmp_path / "other"))], golden_dir)
+    options = ValidateOptions(mode="compare_only")
+    for mapping, run_paths in ((alone, [paths["a"]]), (with_other, [paths["a"], paths["other"]])):
+        run = validate_notebooks(run_paths, mapping, options)
+        assert [nb.verdict for nb in run.notebooks] == [Verdict.PASS] * len(run_paths), [nb.error for nb in run.notebooks]
+        assert run.notebooks[0].golden == os.path.join(golden_dir, "a", "same.ipynb")
+        assert golden_for(paths["a"], run_paths, mapping) == os.path.join(golden_dir, "a", "same.ipynb")
+    # b's golden prints "B": comparing b with a's golden would fail, so b passing shows which golden it got
+    both = validate_notebooks([paths["a"], paths["b"]], golden_map([(paths["a"], nb_dir), (paths["b"], nb_dir)],
+                                                                   golden_dir), options)
+    assert [nb.verdict for nb in both.notebooks] == [Verdict.PASS, Verdict.PASS]
+    assert both.notebooks[1].golden == os.path.join(golden_dir, "b", "same.ipynb")
+
+
+def test_two_notebooks_never_share_a_golden_silently(tmp_path):
+    paths = _same_name_tree(tmp_path)
     golden_dir = tmp_path / "golden"
-    write(str(golden_dir / "y" / "other.ipynb"), notebook(code("a", "1")))
-    run = validate_notebooks([path, other], str(golden_dir), ValidateOptions(mode="compare_only"))
-    missing, found = run.notebooks
-    assert missing.verdict == Verdict.FAIL_ERROR
-    assert "golden notebook not found" in missing.error and os.path.join("x", "nb.ipynb") in missing.error
-    assert found.verdict == Verdict.PASS
-    assert golden_for(other, [path, other], str(golden_dir)) == str(golden_dir / "y" / "other.ipynb")
-    assert golden_for(other, [path, other], "stored") == "stored"
+    shared = write(str(golden_dir / "same.ipynb"), notebook(code("p", "print('A')", [stdout("A\n")], count=1)))
+    by_file_entries = golden_map([(paths["a"], str(tmp_path / "nb" / "a")), (paths["b"], str(tmp_path / "nb" / "b"))],
+                                 str(golden_dir))
+    for golden in (str(golden_dir), by_file_entries):
+        first, second = validate_notebooks([paths["a"], paths["b"]], golden,
+                                           ValidateOptions(mode="compare_only")).notebooks
+        assert first.verdict == second.verdict == Verdict.FAIL_ERROR
+        assert first.golden == second.golden == shared
+        assert "would also be the golden of %s" % paths["b"] in first.error
+        assert "would also be the golden of %s" % paths["a"] in second.error
+        assert first.cells == []
+
+
+def test_missing_golden_names_the_exact_path_expected(tmp_path):
+    paths = _same_name_tree(tmp_path)
+    golden_dir = tmp_path / "golden"
+    os.remove(str(golden_dir / "a" / "same.ipynb"))
+    write(str(golden_dir / "same.ipynb"), notebook(code("p", "print('A')", [stdout("A\n")], count=1)))
+    mapping = golden_map([(paths["a"], str(tmp_path / "nb"))], str(golden_dir))
+    result = validate_notebooks([paths["a"]], mapping, ValidateOptions(mode="compare_only")).notebooks[0]
+    expected = str(golden_dir / "a" / "same.ipynb")
+    assert result.verdict == Verdict.FAIL_ERROR
+    assert result.error == "golden notebook not found: %s" % expected       # no fallback to golden/same.ipynb
+    assert result.golden == expected
+
+
+def test_mapping_without_the_notebook_is_a_notebook_error(tmp_path):
+    paths = _same_name_tree(tmp_path)
+    mapping = golden_map([(paths["a"], str(tmp_path / "nb"))], str(tmp_path / "golden"))
+    run = validate_notebooks([paths["a"], paths["b"]], mapping, ValidateOptions(mode="compare_only"))
+    assert [nb.verdict for nb in run.notebooks] == [Verdict.PASS, Verdict.FAIL_ERROR]
+    assert run.notebooks[1].error == "no golden notebook is mapped to %s" % paths["b"]
+    with pytest.raises(EngineError, match="no golden notebook is mapped"):
+        golden_for(paths["b"], [], mapping)
+
+
+def test_golden_directory_goes_by_file_name(tmp_path):
+    paths = _same_name_tree(tmp_path)
+    assert golden_for(paths["other"], [paths["a"], paths["other"]], str(tmp_path / "golden")) == str(
+        tmp_path / "golden" / "x.ipynb")
+    assert golden_for(paths["other"], [paths["other"]], "stored") == "stored"
+    result = validate_notebooks([paths["other"]], str(tmp_path / "golden"), ValidateOptions(mode="compare_only"))
+    assert result.notebooks[0].verdict == Verdict.PASS
 
 
 def test_invalid_rule_fails_every_notebook_before_any_kernel(tmp_path):
