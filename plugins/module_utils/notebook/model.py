@@ -119,6 +119,7 @@ class CompareOptions:
     max_payload_bytes: int = 1_000_000         # bigger payloads compared by hash
     stderr: str = "compare"                    # compare | ignore_warnings | forbid
     ignore_mime_types: List[str] = field(default_factory=list)
+    lax: bool = False                          # nbval --nbval-lax: compare only cells marked check_output
 
 
 @dataclass

@@ -3,12 +3,18 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Per-cell policies read from tags and cell metadata.
 
-Understands nbval's markers (as tags, or as ``# NBVAL_*`` comments on the first
-line, as nbval does), nbclient's ``raises-exception`` / ``skip-execution`` tags,
-and our own ``metadata.nbvalidate`` block::
+Understands nbval's markers as tags (nbval's ``nbval-ignore-output`` spelling or
+``NBVAL_IGNORE_OUTPUT``) or as ``# NBVAL_*`` comment lines in the source (any
+line, as nbval reads them; the marker is the comment's first word), nbclient's
+``raises-exception`` / ``skip-execution`` tags, and our own ``metadata.nbvalidate``
+block::
 
-    {"nbvalidate": {"skip": false, "ignore_output": false, "raises_exception": false,
-                    "stderr": "compare|ignore_warnings|forbid", "rtol": 0.01, "atol": 0.0}}
+    {"nbvalidate": {"skip": false, "ignore_output": false, "check_output": false,
+                    "raises_exception": false, "stderr": "compare|ignore_warnings|forbid",
+                    "rtol": 0.01, "atol": 0.0}}
+
+``check_output`` matters in lax mode (``CompareOptions.lax``), where only the
+cells that ask for it are compared.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ NBVAL_MARKERS = (
     "NBVAL_RAISES_EXCEPTION",
     "NBVAL_SKIP",
 )
+# nbval's old name for NBVAL_IGNORE_OUTPUT, still honoured by nbval
+_LEGACY_MARKERS = {"PYTEST_VALIDATE_IGNORE_OUTPUT": "NBVAL_IGNORE_OUTPUT"}
 STDERR_POLICIES = ("compare", "ignore_warnings", "forbid")
 
 
@@ -36,18 +44,32 @@ class CellPolicy:
     atol: Optional[float] = None
 
 
+def _as_marker(word: str) -> Optional[str]:
+    """The NBVAL_* marker a tag or comment word names (``nbval-skip`` and ``NBVAL_SKIP`` alike), or None."""
+    name = word.strip().upper().replace("-", "_")
+    name = _LEGACY_MARKERS.get(name, name)
+    return name if name in NBVAL_MARKERS else None
+
+
 def _markers(cell: Mapping[str, Any]) -> set:
     metadata = cell.get("metadata") or {}
-    found = set(str(tag) for tag in (metadata.get("tags") or []))
+    tags = metadata.get("tags") or []
+    found = set(str(tag) for tag in tags) if isinstance(tags, list) else set()
+    for tag in list(found):
+        marker = _as_marker(tag)
+        if marker:
+            found.add(marker)
     source = cell.get("source") or ""
     if isinstance(source, list):
         source = "".join(source)
-    first_line = source.lstrip().split("\n", 1)[0].strip()
-    if first_line.startswith("#"):
-        comment = first_line.lstrip("#").strip()
-        for marker in NBVAL_MARKERS:
-            if comment.startswith(marker):
-                found.add(marker)
+    for line in str(source).splitlines():
+        line = line.strip()
+        if not line.startswith("#"):
+            continue
+        words = line.lstrip("#").split()
+        word = words[0] if words else ""
+        if word in NBVAL_MARKERS or word in _LEGACY_MARKERS:   # comments use nbval's exact spelling
+            found.add(_LEGACY_MARKERS.get(word, word))
     return found
 
 

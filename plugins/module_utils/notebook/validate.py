@@ -46,7 +46,10 @@ strategy ``exact`` that is all. Otherwise the stderr policy
 sides and they are compared again, with numeric tolerance when the strategy is
 ``tolerant`` or the cell sets ``rtol`` / ``atol``: ``PASS_NORMALIZED`` /
 ``PASS_TOLERANT`` / ``FAIL_OUTPUT``. The stderr policy ``forbid`` fails any cell
-that wrote to stderr.
+that wrote to stderr. In lax mode (``CompareOptions.lax``, nbval's ``--nbval-lax``)
+only cells marked ``NBVAL_CHECK_OUTPUT`` (or ``metadata.nbvalidate.check_output``)
+are compared; the others, like ``ignore_output`` cells, pass when they run without
+error.
 """
 
 from __future__ import annotations
@@ -372,6 +375,10 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
         return result
     if policy.ignore_output:
         result.verdict, result.message = Verdict.PASS, "outputs not compared (ignore_output policy)"
+        return result
+    if comparer.options.lax and not policy.check_output:
+        result.verdict = Verdict.PASS
+        result.message = "outputs not compared (lax mode: the cell is not marked NBVAL_CHECK_OUTPUT / check_output)"
         return result
     context = {"index": pair.actual_index, "cell_id": actual.get("id"), "tags": _tags(actual)}
     comparer.compare(result, golden.get("outputs") or [], actual.get("outputs") or [], policy, context)

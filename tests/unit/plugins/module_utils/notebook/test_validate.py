@@ -126,6 +126,23 @@ def _batch_notebooks() -> List[tuple]:
         code("ignored", policies[4].source, [value("0.123")], tags=["NBVAL_IGNORE_OUTPUT"]),
         code("skipped", policies[5].source, tags=["skip-execution"]),
     ]
+    # nbval's markers, as tags and as first-line comments
+    nbval = [
+        code("skip-tag", "raise SystemExit('must not run')", tags=["nbval-skip"]),
+        code("skip-comment", "# NBVAL_SKIP\nraise SystemExit('must not run')"),
+        code("raises", "raise KeyError('expected')", tags=["NBVAL_RAISES_EXCEPTION"]),
+        code("no-raise", "# NBVAL_RAISES_EXCEPTION\nprint('no error here')"),
+        code("ignore", "# NBVAL_IGNORE_OUTPUT\nprint('today')"),
+        code("compared", "print('end')"),
+    ]
+    nbval_golden = [
+        code("skip-tag", nbval[0].source, [stdout("never printed\n")], tags=["nbval-skip"]),
+        code("skip-comment", nbval[1].source, [stdout("never printed\n")]),
+        code("raises", nbval[2].source, [error("KeyError", "'expected'")], tags=["NBVAL_RAISES_EXCEPTION"]),
+        code("no-raise", nbval[3].source, [stdout("no error here\n")]),
+        code("ignore", nbval[4].source, [stdout("yesterday\n")]),
+        code("compared", nbval[5].source, [stdout("end\n")]),
+    ]
     dying = [code("k1", "print('alive')"), code("k2", "import os\nos._exit(3)"), code("k3", "print('after')")]
     dying_golden = [code("k1", "print('alive')", [stdout("alive\n")]), code("k2", dying[1].source),
                     code("k3", "print('after')", [stdout("after\n")])]
@@ -138,6 +155,7 @@ def _batch_notebooks() -> List[tuple]:
         ("error.ipynb", failing, failing_golden),
         ("timeout.ipynb", slow, slow_golden),
         ("policies.ipynb", policies, policies_golden),
+        ("nbval.ipynb", nbval, nbval_golden),
     ]
 
 
@@ -170,7 +188,7 @@ def batch(tmp_path_factory):
 
 def test_results_come_back_in_input_order(batch):
     assert [nb.path for nb in batch["run"].notebooks] == batch["paths"]
-    assert batch["run"].summary()["total"] == 9
+    assert batch["run"].summary()["total"] == 10
 
 
 def test_exact_pass(batch):
@@ -255,6 +273,18 @@ def test_cell_policies(batch):
     assert result.verdict == Verdict.FAIL_OUTPUT
 
 
+def test_nbval_markers(batch):
+    result = batch["results"]["nbval.ipynb"]
+    cells = by_id(result)
+    assert cells["skip-tag"].verdict == cells["skip-comment"].verdict == Verdict.SKIPPED
+    assert cells["raises"].verdict == Verdict.PASS and cells["raises"].error["ename"] == "KeyError"
+    assert cells["no-raise"].verdict == Verdict.FAIL_ERROR
+    assert cells["no-raise"].message == "expected an exception, but the cell ran without error"
+    assert cells["ignore"].verdict == Verdict.PASS and "not compared" in cells["ignore"].message
+    assert cells["compared"].verdict == Verdict.PASS           # the run went on after the expected exception
+    assert result.verdict == Verdict.FAIL_ERROR
+
+
 def test_corrupt_notebook_fails_alone(batch):
     result = batch["results"]["corrupt.ipynb"]
     assert result.verdict == Verdict.FAIL_ERROR
@@ -278,7 +308,7 @@ def test_executed_notebooks_are_written_mirroring_the_tree(batch):
 def test_results_serialize(batch):
     data = batch["run"].to_dict()
     json.dumps(data)
-    assert data["summary"]["failed"] == 6
+    assert data["summary"]["failed"] == 7
 
 
 # ----------------------------------------------------------------------------- stored golden, parameters
@@ -300,6 +330,27 @@ def test_stored_golden_with_parameters(tmp_path):
     assert verdicts[2:] == [("double", Verdict.PASS), ("stale", Verdict.FAIL_OUTPUT)]
     assert result.verdict == Verdict.FAIL_OUTPUT and not result.golden_written
     assert open(path, encoding="utf-8").read() == before      # compare mode writes nothing
+
+
+def test_lax_mode_compares_only_cells_marked_check_output(tmp_path):
+    path = write(str(tmp_path / "lax.ipynb"), notebook(
+        code("checked-tag", "print(6 * 7)", [stdout("41\n")], tags=["nbval-check-output"], count=1),
+        code("checked-comment", "# NBVAL_CHECK_OUTPUT\nprint('same')", [stdout("same\n")], count=2),
+        code("checked-meta", "print(1 + 1)", [stdout("2\n")], metadata={"nbvalidate": {"check_output": True}},
+             count=3),
+        code("unchecked", "print('new')", [stdout("old\n")], count=4),
+        code("unchecked-error", "1 / 0", count=5),
+    ))
+    lax, strict = (validate_notebooks([path], "stored", ValidateOptions(compare=CompareOptions(lax=flag))).notebooks[0]
+                   for flag in (True, False))
+    cells = by_id(lax)
+    assert cells["checked-tag"].verdict == Verdict.FAIL_OUTPUT and "-41" in cells["checked-tag"].diff.splitlines()
+    assert cells["checked-comment"].verdict == cells["checked-meta"].verdict == Verdict.PASS
+    assert "not compared" not in cells["checked-comment"].message
+    assert cells["unchecked"].verdict == Verdict.PASS and "lax mode" in cells["unchecked"].message
+    assert cells["unchecked-error"].verdict == Verdict.FAIL_ERROR          # lax cells must still run cleanly
+    assert by_id(strict)["unchecked"].verdict == Verdict.FAIL_OUTPUT       # the same cell, compared without lax
+    assert by_id(strict)["checked-tag"].verdict == Verdict.FAIL_OUTPUT
 
 
 # ----------------------------------------------------------------------------- update_golden
