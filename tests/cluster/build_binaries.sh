@@ -141,7 +141,9 @@ build_ansible_operator() {
     local package="github.com/operator-framework/ansible-operator-plugins/cmd/ansible-operator"
     printf 'module mlops-notebooks/ansible-operator-build\n\ngo 1.24\n' >"$dir/go.mod"
     (cd "$dir" && "${NICE[@]}" go get "$package@$version" >&2)
-    (cd "$dir" && "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$out.tmp" "$package")
+    local ldflags="-s -w -X github.com/operator-framework/ansible-operator-plugins/internal/version.Version=$version"
+    ldflags+=" -X github.com/operator-framework/ansible-operator-plugins/internal/version.GitVersion=$version"
+    (cd "$dir" && "${NICE[@]}" go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$package")
     mv "$out.tmp" "$out"
     log "built ansible-operator $version in $((SECONDS - start)) s"
     echo "$out"
