@@ -7,12 +7,18 @@ Three passes, each over the cells the previous passes left unmatched:
 
 1. by cell id (nbformat 4.5+ ``id``), first unmatched cell with the same id;
 2. by source hash (line endings and trailing whitespace normalized), in order;
-3. by position: the remaining cells are paired in order *within the same gap*
-   between cells matched by the first two passes. A gap is named by the nearest
-   matched golden cell before it, so golden ``[A, B, C]`` vs executed
-   ``[A, X, C]`` pairs ``B`` with ``X`` (``source_changed``), while golden
-   ``[A, B, C]`` vs executed ``[A, C, D]`` gives ``B`` MISSING and ``D`` EXTRA.
-   When nothing matched by id or source, this is plain pairing in order.
+3. by position, only for cells whose id is not a real one: the remaining cells
+   are paired in order *within the same gap* between cells matched by the first
+   two passes, provided at least one of the two has no id or an id that was
+   generated when the notebook was read (``*_generated_ids``, from
+   ``nbio.read_notebook``: notebooks older than nbformat 4.5 have no ids). A gap
+   is named by the nearest matched golden cell before it, so golden
+   ``[A, B, C]`` vs executed ``[A, X, C]`` pairs ``B`` with ``X``
+   (``source_changed``), while golden ``[A, B, C]`` vs executed ``[A, C, D]``
+   gives ``B`` MISSING and ``D`` EXTRA. When both cells carry real ids, the
+   golden cell's id is absent from the executed notebook and the other's from
+   the golden: the cell was removed and another added, so ``B`` is MISSING and
+   ``X`` EXTRA even in the same gap.
 
 Only code cells are aligned; indices in the result are positions in the cell
 lists given (so ``nb.cells`` indices when whole notebooks' cells are passed).
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 MATCHED_BY_ID = "id"
 MATCHED_BY_SOURCE = "source"
@@ -73,12 +79,21 @@ def _code_cells(cells: Sequence[Mapping[str, Any]]) -> List[int]:
     return [i for i, cell in enumerate(cells) if cell.get("cell_type", "code") == "code"]
 
 
-def align(golden_cells: Sequence[Mapping[str, Any]], actual_cells: Sequence[Mapping[str, Any]]) -> List[CellPair]:
+def _has_real_id(cell: Mapping[str, Any], generated_ids: AbstractSet[str]) -> bool:
+    cell_id = cell.get("id")
+    return bool(cell_id) and str(cell_id) not in generated_ids
+
+
+def align(golden_cells: Sequence[Mapping[str, Any]], actual_cells: Sequence[Mapping[str, Any]],
+          golden_generated_ids: AbstractSet[str] = frozenset(),
+          actual_generated_ids: AbstractSet[str] = frozenset()) -> List[CellPair]:
     """Pair golden and executed code cells; see the module docstring for the rules.
 
-    The result lists every code cell of both sides exactly once, in executed
-    order, with each MISSING golden cell placed after the pair holding the
-    matched golden cell that precedes it.
+    ``golden_generated_ids`` / ``actual_generated_ids``: ids that were not in
+    the files but made up when they were read; such cells (and cells without an
+    id) may be paired by position. The result lists every code cell of both
+    sides exactly once, in executed order, with each MISSING golden cell placed
+    after the pair holding the matched golden cell that precedes it.
     """
     golden_code = _code_cells(golden_cells)
     actual_code = _code_cells(actual_cells)
@@ -129,9 +144,14 @@ def align(golden_cells: Sequence[Mapping[str, Any]], actual_cells: Sequence[Mapp
             waiting_golden.setdefault(golden_gap(g), []).append(g)
     waiting_actual = [(a, actual_gap(a)) for a in actual_code if a not in partner_of_actual]
     for a, gap in waiting_actual:
-        candidates = waiting_golden.get(gap)
-        if candidates:
-            pair(candidates.pop(0), a, MATCHED_BY_POSITION)
+        candidates = waiting_golden.get(gap) or []
+        actual_is_real = _has_real_id(actual_cells[a], actual_generated_ids)
+        # Two real ids that did not match: a removed cell and an added one, not one cell edited.
+        usable = [g for g in candidates
+                  if not (actual_is_real and _has_real_id(golden_cells[g], golden_generated_ids))]
+        if usable:
+            candidates.remove(usable[0])
+            pair(usable[0], a, MATCHED_BY_POSITION)
 
     # Assemble in executed order.
     pairs: List[CellPair] = []

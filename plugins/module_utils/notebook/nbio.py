@@ -8,6 +8,12 @@ upgraded) whose cells all carry ids. Cells that had no id get a deterministic
 one derived from their position and source, so reading the same file twice (or
 a golden file and its executed copy) yields the same ids; nbformat's own
 normalisation would invent random ones.
+
+Callers that need to know which ids were not in the file (alignment pairs cells
+by position only when an id is not a real one) pass a set as ``generated_ids``:
+the generated ids are added to it. Nothing about it is stored in the notebook,
+and the ids themselves survive copies of the notebook (the executed copy), so the
+set applies to those too.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Set
 
 from .model import EngineError
 
@@ -59,11 +65,12 @@ def _derived_id(index: int, source: str, taken: set) -> str:
         seed += "\0"  # a collision (duplicate source and position cannot happen, but a user id can)
 
 
-def ensure_cell_ids(nb: Any, replace_all: bool = False) -> int:
+def ensure_cell_ids(nb: Any, replace_all: bool = False, generated_ids: Optional[Set[str]] = None) -> int:
     """Give every cell of a v4.5+ notebook a unique id; returns how many were set.
 
     ``replace_all`` re-derives every id (used after upgrading from a format
-    without ids, where nbformat has just invented random ones).
+    without ids, where nbformat has just invented random ones). The ids set here
+    are added to ``generated_ids`` when given.
     """
     cells = nb.get("cells") or []
     taken: set = set()
@@ -84,6 +91,8 @@ def ensure_cell_ids(nb: Any, replace_all: bool = False) -> int:
         new_id = _derived_id(index, cell_source(cell), taken | seen)
         cell["id"] = new_id
         seen.add(new_id)
+        if generated_ids is not None:
+            generated_ids.add(new_id)
         changed += 1
     return changed
 
@@ -116,8 +125,12 @@ def _validation_message(error: Any) -> str:
     return _short("%s: %s" % (where, message) if where else message)
 
 
-def notebook_from_dict(data: Any, path: str = "<notebook>") -> Any:
-    """Upgrade, give ids to and validate a parsed notebook; returns a v4 NotebookNode."""
+def notebook_from_dict(data: Any, path: str = "<notebook>", generated_ids: Optional[Set[str]] = None) -> Any:
+    """Upgrade, give ids to and validate a parsed notebook; returns a v4 NotebookNode.
+
+    The ids given to cells that had none (or a duplicate) are added to ``generated_ids`` when given.
+    """
+    generated: Set[str] = set()
     nbformat = _nbformat()
     major, minor = _version_of(data, path)
     try:
@@ -134,16 +147,18 @@ def notebook_from_dict(data: Any, path: str = "<notebook>") -> Any:
         except Exception as exc:  # a malformed old notebook fails inside the converter
             raise EngineError("%s: cannot upgrade this nbformat %d.%d notebook to version 4: %s"
                               % (path, major, minor, _short(str(exc) or type(exc).__name__))) from exc
-        ensure_cell_ids(nb, replace_all=True)
+        ensure_cell_ids(nb, replace_all=True, generated_ids=generated)
     _check_cells(nb, path)
     if (major, minor) >= (4, 5):
-        ensure_cell_ids(nb)
+        ensure_cell_ids(nb, generated_ids=generated)
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
         raise EngineError("%s: not a valid notebook: %s" % (path, _validation_message(exc))) from exc
     except Exception as exc:  # the validator itself choked on an odd structure
         raise EngineError("%s: not a valid notebook: %s" % (path, _short(str(exc) or type(exc).__name__))) from exc
+    if generated_ids is not None:   # only for a notebook that is returned
+        generated_ids.update(generated)
     return nb
 
 
@@ -162,8 +177,11 @@ def _check_cells(nb: Any, path: str) -> None:
                               % (path, index, cell.get("cell_type"), ", ".join(CELL_TYPES)))
 
 
-def read_notebook(path: str) -> Any:
-    """Read a notebook file; raises EngineError saying what is wrong with it."""
+def read_notebook(path: str, generated_ids: Optional[Set[str]] = None) -> Any:
+    """Read a notebook file; raises EngineError saying what is wrong with it.
+
+    The ids given to cells that had none in the file are added to ``generated_ids`` when given.
+    """
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -185,7 +203,7 @@ def read_notebook(path: str) -> Any:
     except json.JSONDecodeError as exc:
         raise EngineError("%s: not valid JSON: %s at line %d column %d"
                           % (path, exc.msg, exc.lineno, exc.colno)) from exc
-    return notebook_from_dict(data, path)
+    return notebook_from_dict(data, path, generated_ids)
 
 
 def write_notebook(nb: Any, path: str) -> None:

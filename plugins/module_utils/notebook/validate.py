@@ -61,7 +61,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from .alignment import CellPair, align
 from .comparison import compare_outputs, report_outputs
@@ -105,6 +105,9 @@ class _Notebook:
         self.result = NotebookResult(path=path, verdict=Verdict.PASS, golden=golden_path or GOLDEN_STORED)
         self.notebook: Any = None
         self.golden: Any = None                   # None with update_golden and no golden file yet
+        # ids nbio made up for cells without one (they also hold in the executed copy)
+        self.generated_ids: Set[str] = set()
+        self.golden_generated_ids: Set[str] = set()
         self.started = time.monotonic()
 
     def fail(self, message: str) -> None:
@@ -402,7 +405,8 @@ def _compare_notebook(item: _Notebook, executed: Any, runs: Dict[int, CellRun], 
                       outcome: Optional[ExecutionOutcome]) -> List[Tuple[CellPair, CellResult]]:
     golden_cells = list(item.golden.get("cells") or []) if item.golden is not None else []
     actual_cells = list(executed.get("cells") or [])
-    pairs = align(_without_injected(golden_cells), _without_injected(actual_cells))
+    pairs = align(_without_injected(golden_cells), _without_injected(actual_cells),
+                  item.golden_generated_ids, item.generated_ids)
     compared: List[Tuple[Optional[CellPair], CellResult]] = []
     for pair in pairs:
         run = runs.get(pair.actual_index) if pair.actual_index is not None else None
@@ -576,12 +580,13 @@ def _executed_path(item: _Notebook, paths: Sequence[str], executed_dir: str) -> 
 def _load(item: _Notebook, mode: str) -> None:
     """Read the notebook and its golden; errors mark the item failed."""
     try:
-        item.notebook = read_notebook(item.path)
+        item.notebook = read_notebook(item.path, generated_ids=item.generated_ids)
     except EngineError as exc:
         item.fail(str(exc))
         return
     if item.golden_path is None:
         item.golden = item.notebook
+        item.golden_generated_ids = item.generated_ids
         return
     if not os.path.exists(item.golden_path):
         if mode == "update_golden":
@@ -590,7 +595,7 @@ def _load(item: _Notebook, mode: str) -> None:
         item.fail("golden notebook not found: %s" % item.golden_path)
         return
     try:
-        item.golden = read_notebook(item.golden_path)
+        item.golden = read_notebook(item.golden_path, generated_ids=item.golden_generated_ids)
     except EngineError as exc:
         item.fail("golden notebook: %s" % exc)
 

@@ -106,3 +106,31 @@ def test_every_cell_appears_once_with_reordering():
     # "e" follows "a" (golden 0) in the executed notebook; "d" follows "c" (golden 2): different gaps.
     assert by_actual[2].extra
     assert [p.golden_index for p in pairs if p.missing] == [3]
+
+
+def test_real_ids_removed_and_added_in_the_same_gap_are_missing_and_extra():
+    golden = [code("a", "a"), code("old = 1", "b"), code("c", "c")]
+    actual = [code("a", "a"), code("new = 2", "x"), code("c", "c")]
+    pairs = align(golden, actual)
+    assert summary(pairs) == [
+        (0, 0, "id", False), (1, None, None, False), (None, 1, None, False), (2, 2, "id", False)]
+    assert pairs[1].missing and pairs[2].extra
+
+
+def test_generated_ids_on_either_side_allow_position_pairing():
+    golden = [code("a", "a"), code("old = 1", "b"), code("c", "c")]
+    # the executed notebook had no ids: they were generated when it was read
+    actual = [code("a", "g1"), code("new = 2", "g2"), code("c", "g3")]
+    expected = [(0, 0, "source", False), (1, 1, "position", True), (2, 2, "source", False)]
+    assert summary(align(golden, actual, actual_generated_ids={"g1", "g2", "g3"})) == expected
+    assert summary(align(actual, golden, golden_generated_ids={"g1", "g2", "g3"})) == expected
+    # without knowing they were generated, they are real ids that do not match
+    assert summary(align(golden, actual)) == [
+        (0, 0, "source", False), (1, None, None, False), (None, 1, None, False), (2, 2, "source", False)]
+
+
+def test_real_id_cell_pairs_by_position_with_the_next_cell_that_allows_it():
+    golden = [code("keep", "k"), code("old = 1", "real"), code("older = 0", "gen")]
+    actual = [code("keep", "k"), code("new = 2", "other")]
+    pairs = align(golden, actual, golden_generated_ids={"gen"})
+    assert summary(pairs) == [(0, 0, "id", False), (1, None, None, False), (2, 1, "position", True)]

@@ -151,6 +151,39 @@ def test_existing_ids_kept_missing_and_duplicate_ids_filled(tmp_path):
     assert [cell.id for cell in again.cells] == ids
 
 
+def test_generated_ids_are_reported_and_never_written(tmp_path):
+    document = _v45([_code("a", id="keep-me"), _code("b"), _code("c", id="keep-me")])
+    generated = set()
+    nb = nbio.read_notebook(_write(tmp_path, "ids.ipynb", document), generated_ids=generated)
+    assert generated == {nb.cells[1].id, nb.cells[2].id} and "keep-me" not in generated
+    nbio.write_notebook(nb, str(tmp_path / "out.ipynb"))
+    written = json.loads((tmp_path / "out.ipynb").read_text(encoding="utf-8"))
+    assert [set(cell) for cell in written["cells"]] == [set(_code("x", id="i"))] * 3     # no extra keys
+    assert set(written["metadata"]) <= {"kernelspec", "language_info"}
+    # once written, the ids are the file's own
+    again = set()
+    nbio.read_notebook(str(tmp_path / "out.ipynb"), generated_ids=again)
+    assert again == set()
+
+
+def test_every_id_of_an_old_notebook_is_generated(tmp_path):
+    generated = set()
+    nb = nbio.read_notebook(os.path.join(FIXTURES, "v4_4_no_ids.ipynb"), generated_ids=generated)
+    assert generated == {cell.id for cell in nb.cells} and len(generated) == 3
+    from_dict = set()
+    with open(os.path.join(FIXTURES, "v3_notebook.ipynb"), encoding="utf-8") as handle:
+        upgraded = nbio.notebook_from_dict(json.load(handle), "v3", generated_ids=from_dict)
+    assert from_dict == {cell.id for cell in upgraded.cells}
+
+
+def test_generated_ids_not_reported_for_a_rejected_notebook(tmp_path):
+    generated = set()
+    document = _v45([_code("a"), {"cell_type": "code", "source": 7, "metadata": {}, "outputs": []}])
+    with pytest.raises(EngineError):
+        nbio.read_notebook(_write(tmp_path, "bad.ipynb", document), generated_ids=generated)
+    assert generated == set()
+
+
 def test_byte_order_mark_is_accepted(tmp_path):
     document = json.dumps(_v45([_code("x", id="one")])).encode("utf-8")
     nb = nbio.read_notebook(_write(tmp_path, "bom.ipynb", b"\xef\xbb\xbf" + document))

@@ -431,6 +431,37 @@ def test_compare_only_alignment_verdicts(tmp_path):
     assert result.verdict == Verdict.FAIL_ERROR
 
 
+def test_removed_and_added_cells_with_real_ids_are_missing_and_extra(tmp_path):
+    golden = notebook(code("k1", "x = 1"), code("removed", "print(x)", [stdout("1\n")]),
+                      code("k3", "print('end')", [stdout("end\n")]))
+    executed = notebook(code("k1", "x = 1", count=1), code("added", "print(x + 1)", [stdout("2\n")], count=2),
+                        code("k3", "print('end')", [stdout("end\n")], count=3))
+    path = write(str(tmp_path / "run" / "nb.ipynb"), executed)
+    golden_path = write(str(tmp_path / "golden.ipynb"), golden)
+    result = validate_notebooks([path], golden_path, ValidateOptions(mode="compare_only")).notebooks[0]
+    assert [(c.cell_id, c.index, c.golden_index, c.verdict) for c in result.cells] == [
+        ("k1", 0, 0, Verdict.PASS), ("removed", None, 1, Verdict.MISSING), ("added", 1, None, Verdict.EXTRA),
+        ("k3", 2, 2, Verdict.PASS)]
+
+
+def test_cells_without_ids_in_the_file_still_pair_by_position(tmp_path):
+    golden = notebook(code("k1", "x = 1"), code("edited", "print(x)", [stdout("1\n")]),
+                      code("k3", "print('end')", [stdout("end\n")]))
+    golden_path = write(str(tmp_path / "golden.ipynb"), golden)
+    # an nbformat 4.4 file: no cell ids (nbio makes some up when reading it)
+    executed = {"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": [
+        {"cell_type": "code", "source": source, "metadata": {}, "execution_count": None, "outputs": outputs}
+        for source, outputs in (("x = 1", []), ("print(x + 1)", [stdout("2\n")]),
+                                ("print('end')", [stdout("end\n")]))]}
+    path = str(tmp_path / "old.ipynb")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(executed, handle)
+    result = validate_notebooks([path], golden_path, ValidateOptions(mode="compare_only")).notebooks[0]
+    assert [(c.index, c.golden_index, c.verdict, c.matched_by) for c in result.cells] == [
+        (0, 0, Verdict.PASS, "source"), (1, 1, Verdict.SOURCE_CHANGED, "position"), (2, 2, Verdict.PASS, "source")]
+    assert "-print(x)" in result.cells[1].diff and "+print(x + 1)" in result.cells[1].diff
+
+
 def test_compare_only_needs_a_golden(tmp_path):
     path = write(str(tmp_path / "nb.ipynb"), notebook(code("a", "1", [value("1")], count=1)))
     result = validate_notebooks([path], None, ValidateOptions(mode="compare_only")).notebooks[0]
