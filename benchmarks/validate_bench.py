@@ -26,7 +26,6 @@ recorded too because they are less sensitive to other work on the machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -516,8 +515,8 @@ def benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                 record = runner.run(tool)
                 record["repetition"] = repetition
                 runs[tool].append(record)
-                print("  run %d/%d %-12s %7.2f s  %s" % (repetition + 1, args.repeat, tool, record["seconds"],
-                                                       "ok" if record["ok"] else "FAILED: " + record.get("error", "")),
+                verdict = "ok" if record["ok"] else "FAILED: " + record.get("error", "")
+                print("  run %d/%d %-17s %7.2f s  %s" % (repetition + 1, args.repeat, tool, record["seconds"], verdict),
                       flush=True)
         load_end = os.getloadavg()
     finally:
