@@ -80,7 +80,7 @@ from .model import (
     worst,
 )
 from .nbio import notebook_from_dict, read_notebook, write_notebook
-from .normalization import Normalizer, strip_warnings, structural
+from .normalization import Normalizer, strip_ansi, strip_warnings, structural
 from .policies import CellPolicy, cell_policy
 
 GOLDEN_STORED = "stored"
@@ -224,6 +224,22 @@ def _without_injected(cells: Sequence[Mapping[str, Any]]) -> List[Mapping[str, A
     return [{"cell_type": "injected"} if _is_injected(cell) else cell for cell in cells]
 
 
+def _plain(value: Any) -> Any:
+    """Strings (and lists of strings) without ANSI escape sequences; anything else as is."""
+    if isinstance(value, str):
+        return strip_ansi(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _clean_error(run: Optional[CellRun]) -> Optional[Dict[str, Any]]:
+    """The cell's {ename, evalue, traceback} as plain text: IPython colours tracebacks with ANSI codes."""
+    if run is None or not run.error:
+        return None
+    return {key: _plain(item) for key, item in run.error.items()}
+
+
 def _error_message(error: Optional[Mapping[str, Any]]) -> str:
     if not error:
         return ""
@@ -335,7 +351,7 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
 
     result = CellResult(index=pair.actual_index, golden_index=pair.golden_index, cell_id=actual.get("id"),
                         verdict=Verdict.PASS, matched_by=pair.matched_by, source=_source(actual),
-                        duration=run.duration if run else None, error=run.error if run else None)
+                        duration=run.duration if run else None, error=_clean_error(run))
     policy = cell_policy(actual)
     status = run.status if run is not None else CellStatus.NOT_RUN
     if policy.skip or status == CellStatus.SKIPPED:
@@ -343,12 +359,12 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
         return result
     if status == CellStatus.TIMEOUT:
         result.verdict = Verdict.FAIL_TIMEOUT
-        result.message = _error_message(run.error) or "the cell timed out"
+        result.message = _error_message(result.error) or "the cell timed out"
         return result
     if status == CellStatus.KERNEL_DIED:
         result.verdict = Verdict.FAIL_KERNEL_DIED
         stderr = (outcome.kernel_stderr if outcome else "").strip()
-        result.message = (_error_message(run.error) or "the kernel died while running this cell") + (
+        result.message = (_error_message(result.error) or "the kernel died while running this cell") + (
             "; kernel stderr: %s" % stderr[-1000:] if stderr else "")
         return result
     if status == CellStatus.NOT_RUN:
@@ -357,7 +373,7 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
         return result
     if status == CellStatus.ERROR and not policy.raises_exception:
         result.verdict = Verdict.FAIL_ERROR
-        result.message = _error_message(run.error) or "the cell failed"
+        result.message = _error_message(result.error) or "the cell failed"
         result.actual = report_outputs(structural(actual.get("outputs") or []))
         return result
     if status == CellStatus.OK and policy.raises_exception:
@@ -391,13 +407,13 @@ def _cell_result(pair: CellPair, run: Optional[CellRun], comparer: _Comparer,
 def _injected_result(index: int, cell: Mapping[str, Any], run: Optional[CellRun]) -> CellResult:
     result = CellResult(index=index, golden_index=None, cell_id=cell.get("id"), verdict=Verdict.PASS,
                         source=_source(cell), duration=run.duration if run else None,
-                        error=run.error if run else None, message="injected parameters (not compared)")
+                        error=_clean_error(run), message="injected parameters (not compared)")
     status = run.status if run else CellStatus.NOT_RUN
     mapping = {CellStatus.ERROR: Verdict.FAIL_ERROR, CellStatus.TIMEOUT: Verdict.FAIL_TIMEOUT,
                CellStatus.KERNEL_DIED: Verdict.FAIL_KERNEL_DIED, CellStatus.NOT_RUN: Verdict.NOT_RUN}
     if status in mapping:
         result.verdict = mapping[status]
-        result.message = _error_message(run.error if run else None) or "injected parameters cell: %s" % status.value
+        result.message = _error_message(result.error) or "injected parameters cell: %s" % status.value
     return result
 
 

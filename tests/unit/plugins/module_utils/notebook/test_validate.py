@@ -242,6 +242,16 @@ def test_error_and_the_cells_after_it(batch):
     assert cells["e3"].verdict == Verdict.NOT_RUN
 
 
+def test_error_traceback_has_no_ansi_codes(batch):
+    result = batch["results"]["error.ipynb"]
+    raw = nbformat.read(result.executed_path, as_version=4).cells[1].outputs[-1]
+    assert raw["output_type"] == "error" and any("\x1b[" in line for line in raw["traceback"])   # IPython colours it
+    traceback = by_id(result)["e2"].error["traceback"]
+    assert traceback and not any("\x1b" in line for line in traceback)
+    assert "ZeroDivisionError" in "\n".join(traceback) and "1 / 0" in "\n".join(traceback)
+    assert "\\u001b" not in json.dumps(result.to_dict())          # json.dumps writes ESC as \u001b
+
+
 def test_timeout(batch):
     result = batch["results"]["timeout.ipynb"]
     assert result.verdict == Verdict.FAIL_TIMEOUT
