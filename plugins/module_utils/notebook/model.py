@@ -177,9 +177,12 @@ class CellResult:
     duration: Optional[float] = None
     error: Optional[Dict[str, Any]] = None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self, include_outputs: bool = True) -> Dict[str, Any]:
+        """Plain data; without ``include_outputs`` the ``expected`` / ``actual`` outputs are left out."""
         data = asdict(self)
         data["verdict"] = self.verdict.value
+        if not include_outputs:
+            del data["expected"], data["actual"]
         return data
 
 
@@ -205,10 +208,11 @@ class NotebookResult:
             out[cell.verdict.value] = out.get(cell.verdict.value, 0) + 1
         return out
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self, include_outputs: bool = True) -> Dict[str, Any]:
+        """Plain data; ``include_outputs=False`` leaves out each cell's outputs (a slim view)."""
         data = asdict(self)
         data["verdict"] = self.verdict.value
-        data["cells"] = [c.to_dict() for c in self.cells]
+        data["cells"] = [c.to_dict(include_outputs) for c in self.cells]
         data["counts"] = self.counts()
         return data
 
@@ -230,10 +234,11 @@ class RunResult:
             "verdicts": by_verdict,
         }
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self, include_outputs: bool = True) -> Dict[str, Any]:
+        """The JSON report's data; ``include_outputs=False`` leaves out each cell's ``expected`` / ``actual``."""
         return {
             "schema_version": REPORT_SCHEMA_VERSION,
             "summary": self.summary(),
             "duration": self.duration,
-            "notebooks": [nb.to_dict() for nb in self.notebooks],
+            "notebooks": [nb.to_dict(include_outputs) for nb in self.notebooks],
         }

@@ -321,6 +321,19 @@ def test_results_serialize(batch):
     assert data["summary"]["failed"] == 7
 
 
+def test_slim_results_leave_out_only_the_outputs(batch):
+    full = batch["run"].to_dict()
+    slim = batch["run"].to_dict(include_outputs=False)
+    assert any(cell["expected"] or cell["actual"] for nb in full["notebooks"] for cell in nb["cells"])
+    for nb in full["notebooks"]:
+        for cell in nb["cells"]:
+            del cell["expected"], cell["actual"]
+    assert slim == full
+    regression = batch["results"]["regression.ipynb"]
+    assert "expected" not in regression.to_dict(include_outputs=False)["cells"][1]
+    assert regression.to_dict()["cells"][1]["expected"] == regression.cells[1].to_dict()["expected"] != []
+
+
 # ----------------------------------------------------------------------------- stored golden, parameters
 
 
