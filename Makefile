@@ -39,7 +39,7 @@ unit: bootstrap
 	$(BIN)/pytest tests/unit
 
 integration: install
-	scripts/bootstrap.sh browser
+	scripts/bootstrap.sh browser images
 	$(BIN)/pytest tests/integration
 
 benchmark: install

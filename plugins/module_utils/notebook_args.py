@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 from ansible_collections.mlops.notebooks.plugins.module_utils.notebook.model import (
     CompareOptions,
@@ -38,6 +39,7 @@ COMPARE_SPEC: Dict[str, Any] = dict(
     max_payload_bytes=dict(type="int", default=1000000),
     stderr=dict(type="str", default="compare", choices=["compare", "ignore_warnings", "forbid"]),
     ignore_mime_types=dict(type="list", elements="str", default=[]),
+    lax=dict(type="bool", default=False),
 )
 
 REPORT_SPEC: Dict[str, Any] = dict(
@@ -108,6 +110,7 @@ def build_validate_options(params: Dict[str, Any]) -> ValidateOptions:
             max_payload_bytes=compare.get("max_payload_bytes", 1000000),
             stderr=compare.get("stderr", "compare"),
             ignore_mime_types=list(compare.get("ignore_mime_types") or []),
+            lax=bool(compare.get("lax", False)),
         ),
         mode=params.get("mode", "compare"),
         parallel=params.get("parallel", 0),
@@ -124,11 +127,22 @@ def _is_within(path: str, directory: Optional[str]) -> bool:
         return False
 
 
-def expand_notebook_paths(patterns: List[str], golden: Optional[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
-    """Absolute notebook paths from paths, directories and globs, in the order given.
+@dataclass
+class NotebookEntry:
+    """One notebook found from the user's ``notebooks`` list, or an entry that found nothing."""
 
-    Directories are searched recursively; checkpoints and a golden directory inside them are
-    skipped. Returns the paths and, for entries that match nothing, (entry, message) pairs.
+    entry: str                       # what the user wrote
+    path: Optional[str] = None       # absolute notebook path (None: the entry matched nothing)
+    root: Optional[str] = None       # the directory golden paths are taken relative to
+    error: Optional[str] = None
+
+
+def expand_notebook_entries(patterns: List[str], golden: Optional[str]) -> List[NotebookEntry]:
+    """Notebooks from paths, directories and globs, in the order given, duplicates dropped.
+
+    Directories are searched recursively (checkpoints and a golden directory inside them are
+    skipped) and their notebooks' golden paths are relative to that directory; a file or glob
+    match is relative to its own directory. An entry that matches nothing is kept as an error.
     """
     golden_dir = None
     if golden and golden != "stored":
@@ -136,23 +150,29 @@ def expand_notebook_paths(patterns: List[str], golden: Optional[str]) -> Tuple[L
         if os.path.isdir(candidate):
             golden_dir = candidate
 
-    found: List[str] = []
-    errors: List[Tuple[str, str]] = []
+    entries: List[NotebookEntry] = []
+    seen = set()
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
         if os.path.isdir(expanded):
+            root: Optional[str] = os.path.abspath(expanded)
             matches = sorted(glob.glob(os.path.join(glob.escape(expanded), "**", "*.ipynb"), recursive=True))
         elif glob.has_magic(expanded):
+            root = None
             matches = sorted(glob.glob(expanded, recursive=True))
         else:
+            root = None
             matches = [expanded]
         matches = [
             os.path.abspath(m) for m in matches
             if ".ipynb_checkpoints" not in m.split(os.sep) and not _is_within(os.path.abspath(m), golden_dir)
         ]
         if not matches:
-            errors.append((pattern, "no notebook matches %r" % pattern))
+            entries.append(NotebookEntry(entry=pattern, error="no notebook matches %r" % pattern))
         for match in matches:
-            if match not in found:
-                found.append(match)
-    return found, errors
+            if match in seen:
+                continue
+            seen.add(match)
+            error = None if os.path.exists(match) else "notebook not found: %s" % match
+            entries.append(NotebookEntry(entry=pattern, path=match, root=root or os.path.dirname(match), error=error))
+    return entries

@@ -190,6 +190,12 @@ options:
         type: list
         elements: str
         default: []
+      lax:
+        description:
+          - Like nbval's C(--nbval-lax) mode, compare only the outputs of cells marked C(NBVAL_CHECK_OUTPUT)
+            (or C(check_output) in the cell's C(nbvalidate) metadata); other cells must only run without error.
+        type: bool
+        default: false
   report:
     description:
       - Report files to write. Parent directories are created.
@@ -220,6 +226,7 @@ requirements:
   - Pillow (optional, perceptual image comparison)
 notes:
   - Check mode lists the notebooks that would run and their golden sources, and runs nothing.
+  - With C(--diff) and O(mode=update_golden), the result shows each rewritten golden file before and after.
 seealso:
   - name: nbclient
     description: The library that executes the notebooks.
@@ -275,7 +282,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 summary:
-  description: Counts over the notebooks.
+  description:
+    - Counts over the notebooks.
+    - In check mode nothing runs, so only C(total) (the notebooks planned) is meaningful.
   returned: always
   type: dict
   contains:
@@ -293,7 +302,10 @@ summary:
       type: dict
   sample: {"total": 2, "passed": 1, "failed": 1, "verdicts": {"PASS": 1, "FAIL_OUTPUT": 1}}
 notebooks:
-  description: One entry per notebook, in the order given.
+  description:
+    - One entry per notebook, in the order given. An entry that matched no notebook is listed
+      with verdict C(FAIL_ERROR) and an C(error).
+    - The normalized outputs of each cell are left out here; the JSON report has them.
   returned: always
   type: list
   elements: dict
@@ -365,11 +377,13 @@ reports:
   type: dict
   sample: {"json": /tmp/nb-report/report.json, "html": /tmp/nb-report/report.html}
 planned:
-  description: In check mode, the notebooks that would run and their golden sources.
+  description:
+    - In check mode, the notebooks that would run and their golden sources, in the order given.
+    - An entry that matches no notebook, or a notebook that does not exist, carries C(error) instead of C(golden).
   returned: check mode
   type: list
   elements: dict
-  sample: [{"path": /srv/nb/analysis.ipynb, "golden": stored}]
+  sample: [{"path": /srv/nb/analysis.ipynb, "golden": stored}, {"path": "missing/*.ipynb", "error": "no notebook matches"}]
 duration:
   description: Seconds the run took.
   returned: success
@@ -384,7 +398,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.mlops.notebooks.plugins.module_utils.notebook_args import (
     NB_VALIDATE_ARG_SPEC,
     build_validate_options,
-    expand_notebook_paths,
+    expand_notebook_entries,
 )
 
 try:
@@ -412,6 +426,22 @@ def _missing_engine_libraries():
     return missing
 
 
+def _golden_sources(entries, golden):
+    """The golden argument for the engine: "stored", one file, or {notebook: golden file}."""
+    if golden == "stored" or not os.path.isdir(os.path.expanduser(golden)):
+        return golden
+    found = [(e.path, e.root) for e in entries if e.path and not e.error]
+    return engine.golden_map(found, os.path.abspath(os.path.expanduser(golden)))
+
+
+def _read_text(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def main():
     module = AnsibleModule(argument_spec=NB_VALIDATE_ARG_SPEC, supports_check_mode=True)
 
@@ -427,15 +457,37 @@ def main():
     except (EngineError, ValueError) as exc:
         module.fail_json(msg="Invalid options: %s" % exc)
 
-    paths, input_errors = expand_notebook_paths(params["notebooks"], params["golden"])
-    if module.check_mode:
-        planned = [{"path": p, "golden": engine.golden_for(p, paths, params["golden"])} for p in paths]
-        module.exit_json(changed=False, planned=planned, summary={"total": len(paths)},
-                         notebooks=[], reports={}, input_errors=input_errors)
+    entries = expand_notebook_entries(params["notebooks"], params["golden"])
+    golden = _golden_sources(entries, params["golden"])
+    runnable = [e.path for e in entries if e.path and not e.error]
 
-    run = engine.validate_notebooks(paths, params["golden"], options)
-    for pattern, message in input_errors:
-        run.notebooks.append(NotebookResult(path=pattern, verdict=Verdict.FAIL_ERROR, error=message))
+    if module.check_mode:
+        planned = []
+        for entry in entries:
+            item = {"path": entry.path or entry.entry}
+            if entry.error:
+                item["error"] = entry.error
+            else:
+                item["golden"] = engine.golden_for(entry.path, runnable, golden)
+            planned.append(item)
+        module.exit_json(changed=False, planned=planned, notebooks=[], reports={},
+                         summary={"total": len(planned), "passed": 0, "failed": 0, "verdicts": {}})
+
+    golden_before = {}
+    if params["mode"] == "update_golden" and module._diff:
+        for path in runnable:
+            target = engine.golden_for(path, runnable, golden)
+            golden_before[path] = (target, _read_text(target))
+
+    run = engine.validate_notebooks(runnable, golden, options)
+    by_path = {nb.path: nb for nb in run.notebooks}
+    ordered = []
+    for entry in entries:
+        if entry.error:
+            ordered.append(NotebookResult(path=entry.path or entry.entry, verdict=Verdict.FAIL_ERROR, error=entry.error))
+        else:
+            ordered.append(by_path[entry.path])
+    run.notebooks = ordered
 
     report_opts = params["report"] or {}
     try:
@@ -445,12 +497,13 @@ def main():
             junit_path=report_opts.get("junit"),
             html_path=report_opts.get("html"),
         )
-    except OSError as exc:
+    except (OSError, EngineError) as exc:
         module.fail_json(msg="Could not write the reports: %s" % exc)
     if report_opts.get("executed_dir"):
         written["executed_dir"] = os.path.abspath(report_opts["executed_dir"])
 
-    result = run.to_dict()
+    # the module result leaves out the normalized outputs; the JSON report has them
+    result = run.to_dict(include_outputs=False)
     summary = result["summary"]
     changed = any(nb.golden_written for nb in run.notebooks)
     warnings = sorted({w for nb in run.notebooks for w in nb.warnings})
@@ -465,6 +518,12 @@ def main():
         duration=result["duration"],
         schema_version=result["schema_version"],
     )
+    if golden_before:
+        outcome["diff"] = [
+            dict(before=before, after=_read_text(target), before_header=target, after_header=target)
+            for path, (target, before) in golden_before.items()
+            if by_path.get(path) is not None and by_path[path].golden_written
+        ]
     if params["fail_on_mismatch"] and summary["failed"] and params["mode"] != "update_golden":
         failing = ["%s: %s%s" % (nb.path, nb.verdict.value, " (%s)" % nb.error if nb.error else "")
                    for nb in run.notebooks if not nb.verdict.passed]

@@ -143,16 +143,45 @@ def test_invalid_rule_regex_is_a_clear_error(tmp_path, module_runner):
 
 def test_check_mode_lists_what_would_run_and_runs_nothing(tmp_path, module_runner):
     report = tmp_path / "report.json"
+    missing = str(tmp_path / "missing.ipynb")
     result = module_runner("mlops.notebooks.nb_validate", {
-        "notebooks": [os.path.join(EXAMPLES, "notebooks")],
+        "notebooks": [missing, os.path.join(EXAMPLES, "notebooks"), str(tmp_path / "none-*.ipynb")],
         "golden": os.path.join(EXAMPLES, "golden"),
         "report": {"json": str(report)},
     }, check=True)
     assert result["changed"] is False
-    planned = {os.path.basename(p["path"]): p["golden"] for p in result["planned"]}
-    assert set(planned) == set(EXPECTED_EXAMPLE_VERDICTS)
-    assert planned["04_regression.ipynb"] == os.path.join(EXAMPLES, "golden", "04_regression.ipynb")
+    planned = result["planned"]
+    assert planned[0] == {"path": missing, "error": "notebook not found: %s" % missing}
+    assert planned[-1]["error"].startswith("no notebook matches")
+    examples = {os.path.basename(p["path"]): p["golden"] for p in planned[1:-1]}
+    assert set(examples) == set(EXPECTED_EXAMPLE_VERDICTS)
+    assert examples["04_regression.ipynb"] == os.path.join(EXAMPLES, "golden", "04_regression.ipynb")
+    assert result["summary"]["total"] == 8
     assert not report.exists()
+
+
+def test_golden_directory_is_matched_by_path_relative_to_each_entry(tmp_path, module_runner):
+    for side, text in (("a", "from a"), ("b", "from b")):
+        source = "print(%r)" % text
+        _notebook_dir = tmp_path / "nb" / side
+        _notebook_dir.mkdir(parents=True)
+        (tmp_path / "golden" / side).mkdir(parents=True)
+        _notebook(_notebook_dir / "same.ipynb", [source])
+        _notebook(tmp_path / "golden" / side / "same.ipynb", [source],
+                  [[new_output("stream", name="stdout", text=text + "\n")]])
+    # a stray golden with the bare file name must never be picked for either notebook
+    _notebook(tmp_path / "golden" / "same.ipynb", ["print('stray')"], [[new_output("stream", name="stdout", text="stray\n")]])
+    whole = module_runner("mlops.notebooks.nb_validate", {
+        "notebooks": [str(tmp_path / "nb")], "golden": str(tmp_path / "golden"), "fail_on_mismatch": False})
+    assert [(os.path.relpath(nb["path"], str(tmp_path)), nb["golden"], nb["verdict"]) for nb in whole["notebooks"]] == [
+        ("nb/a/same.ipynb", str(tmp_path / "golden" / "a" / "same.ipynb"), "PASS"),
+        ("nb/b/same.ipynb", str(tmp_path / "golden" / "b" / "same.ipynb"), "PASS"),
+    ]
+    # a single file entry is matched by its own file name, whatever else runs
+    single = module_runner("mlops.notebooks.nb_validate", {
+        "notebooks": [str(tmp_path / "nb" / "a" / "same.ipynb")], "golden": str(tmp_path / "golden" / "a"),
+        "fail_on_mismatch": False})
+    assert single["notebooks"][0]["verdict"] == "PASS"
 
 
 def test_update_golden_rewrites_only_failing_cells_and_is_idempotent(tmp_path, module_runner):
@@ -162,8 +191,10 @@ def test_update_golden_rewrites_only_failing_cells_and_is_idempotent(tmp_path, m
     shutil.copytree(os.path.join(EXAMPLES, "golden"), golden)
     args = {"notebooks": [str(notebooks / "04_regression.ipynb")], "golden": str(golden), "mode": "update_golden"}
     before = nbformat.read(str(golden / "04_regression.ipynb"), as_version=4)
-    first = module_runner("mlops.notebooks.nb_validate", args)
+    first = module_runner("mlops.notebooks.nb_validate", args, diff=True)
     assert first["changed"] is True, first
+    assert len(first["diff"]) == 1 and first["diff"][0]["before_header"].endswith("04_regression.ipynb")
+    assert "0.912" in first["diff"][0]["before"] and "0.871" in first["diff"][0]["after"]
     after = nbformat.read(str(golden / "04_regression.ipynb"), as_version=4)
     assert after.cells[0] == before.cells[0]                   # the markdown cell is untouched
     assert "0.871" in json.dumps(after.cells[3].outputs)
