@@ -207,7 +207,7 @@ def test_write_then_read_round_trip(tmp_path):
     assert again.cells == nb.cells
     assert again.metadata.kernelspec == nb.metadata.kernelspec
     assert open(target, encoding="utf-8").read().endswith("}\n")
-    assert [name for name in os.listdir(tmp_path / "sub")] == ["out.ipynb"]  # no temp file left
+    assert os.listdir(tmp_path / "sub") == ["out.ipynb"]  # no temp file left
 
 
 def test_write_keeps_mode_of_replaced_file(tmp_path):
