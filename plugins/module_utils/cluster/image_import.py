@@ -356,9 +356,8 @@ class OpenShiftImport:
     def _finish(self, error: Optional[ClusterError], absent: bool = False) -> Outcome:
         after: dict[str, Any] = {}
         if self.current is not None and not absent:
-            after = streams.managed_view(self.current, self.current, self.request.tag)
-            if self.before:
-                after = streams.managed_view(self.current, self.render(odh.PHASE_IMPORTING), self.request.tag)
+            # the keys the module manages are the same in every phase
+            after = streams.managed_view(self.current, self.render(odh.PHASE_IMPORTING), self.request.tag)
             self.result["imagestream"] = _clean(self.current)
             if self.result["phase"] is None:
                 self.result["phase"] = odh.parse_imagestream(self.current).phase
