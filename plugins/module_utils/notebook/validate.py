@@ -119,12 +119,13 @@ class _Notebook:
 
 
 def _common_root(paths: Sequence[str]) -> str:
+    """Where executed notebooks are mirrored from (``executed_dir``); never used for goldens."""
     directories = [os.path.dirname(os.path.abspath(p)) for p in paths]
     if not directories:
         return os.getcwd()
     try:
         return os.path.commonpath(directories)
-    except ValueError:  # different drives (Windows): no common root, match by name
+    except ValueError:  # different drives (Windows): no common root, executed copies go by name
         return ""
 
 
