@@ -38,9 +38,11 @@ options:
   golden:
     description:
       - Where the expected outputs come from.
-      - A notebook path (only with a single notebook), a directory of golden notebooks matched by the path
-        relative to the common directory of O(notebooks) (or by file name), or C(stored) to compare with the
-        outputs saved in each notebook itself, as nbval does.
+      - A notebook path (only with a single notebook), a directory of golden notebooks, or C(stored) to compare
+        with the outputs saved in each notebook itself, as nbval does.
+      - With a directory, a notebook found under a directory entry of O(notebooks) has its golden at the same
+        path relative to that entry (the tree is mirrored); a notebook given as a file or matched by a glob
+        has its golden under its file name. Two notebooks may not share one golden file.
     type: str
     default: stored
   parameters:
