@@ -148,17 +148,23 @@ class Importer:
         stop = threading.Event()
         ready = threading.Event()
 
+        errors: list[BaseException] = []
+
         def watch_pods() -> None:
-            watcher = watch.Watch()
-            version = start
-            core = client.CoreV1Api(self.cluster.api_client())
-            ready.set()
-            while not stop.is_set():
-                for event in watcher.stream(core.list_namespaced_pod, self.namespace, resource_version=version,
-                                            timeout_seconds=2):
-                    version = event["object"].metadata.resource_version
-                    if event["type"] == "ADDED":
-                        added.append(event["object"].metadata.name)
+            try:
+                watcher = watch.Watch()
+                version = start
+                core = client.CoreV1Api(self.cluster.api_client())
+                ready.set()
+                while not stop.is_set():
+                    for event in watcher.stream(core.list_namespaced_pod, self.namespace, resource_version=version,
+                                                timeout_seconds=2):
+                        version = event["object"].metadata.resource_version
+                        if event["type"] == "ADDED":
+                            added.append(event["object"].metadata.name)
+            except BaseException as error:  # reported below: a broken watch must not look like "no pods"
+                errors.append(error)
+                ready.set()
 
         thread = threading.Thread(target=watch_pods, daemon=True)
         thread.start()
@@ -168,6 +174,7 @@ class Importer:
         finally:
             stop.set()
             thread.join(10)
+        assert not errors, f"the pod watch failed: {errors[0]!r}"
         return value, added
 
 
@@ -189,9 +196,11 @@ def _tag(stream: dict[str, Any]) -> dict[str, Any]:
 
 def test_good_image_is_published_and_a_second_run_writes_nothing(importer: Importer, test_images: dict) -> None:
     image = test_images["notebook"]
-    result = importer.run(name="team-notebook", from_image=image["reference"], display_name="Team notebook",
-                          description="JupyterLab for the team", creator="tests", order=5)
+    result, first_pods = importer.pods_created_during(
+        lambda: importer.run(name="team-notebook", from_image=image["reference"], display_name="Team notebook",
+                             description="JupyterLab for the team", creator="tests", order=5))
     assert not result.get("failed"), result.get("msg")
+    assert len(first_pods) == 1, "one validation pod (the watch sees pods: the empty list below means something)"
     assert result["changed"] is True and result["backend"] == "openshift"
     assert result["phase"] == "Succeeded" and result["messages"] == []
     assert result["digest"] == image["digest"]
