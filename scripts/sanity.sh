@@ -3,7 +3,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$ROOT/.venv/bin"
-TREE="$ROOT/build/sanity/ansible_collections/mlops/notebooks"
+mkdir -p "$ROOT/build"
+# a tree of its own per run, so runs at the same time never share one
+WORK="$(mktemp -d "$ROOT/build/sanity.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+TREE="$WORK/ansible_collections/mlops/notebooks"
 PY_VERSION="$("$BIN/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
 # ansible-test bootstraps pip in its per-test venvs with a script it downloads from a host outside
@@ -32,4 +36,4 @@ git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' 
 done
 # the copy is its own git repository, or ansible-test would see this checkout's .gitignore around it
 cd "$TREE" && git init -q && git add -A
-PATH="$BIN:$PATH" exec "$BIN/ansible-test" sanity --python "$PY_VERSION" --color no --truncate 0 "$@"
+PATH="$BIN:$PATH" "$BIN/ansible-test" sanity --python "$PY_VERSION" --color no --truncate 0 "$@"

@@ -51,7 +51,7 @@ REPORT_SPEC: Dict[str, Any] = dict(
 
 NB_VALIDATE_ARG_SPEC: Dict[str, Any] = dict(
     notebooks=dict(type="list", elements="str", required=True),
-    golden=dict(type="str", default="stored"),
+    golden=dict(type="path", default="stored"),
     parameters=dict(type="dict", default={}),
     kernel=dict(type="str"),
     cell_timeout=dict(type="float", default=60),

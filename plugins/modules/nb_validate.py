@@ -43,7 +43,7 @@ options:
       - With a directory, a notebook found under a directory entry of O(notebooks) has its golden at the same
         path relative to that entry (the tree is mirrored); a notebook given as a file or matched by a glob
         has its golden under its file name. Two notebooks may not share one golden file.
-    type: str
+    type: path
     default: stored
   parameters:
     description:
@@ -430,10 +430,10 @@ def _missing_engine_libraries():
 
 def _golden_sources(entries, golden):
     """The golden argument for the engine: "stored", one file, or {notebook: golden file}."""
-    if golden == "stored" or not os.path.isdir(os.path.expanduser(golden)):
+    if golden == "stored" or not os.path.isdir(golden):
         return golden
     found = [(e.path, e.root) for e in entries if e.path and not e.error]
-    return engine.golden_map(found, os.path.abspath(os.path.expanduser(golden)))
+    return engine.golden_map(found, os.path.abspath(golden))
 
 
 def _read_text(path):
