@@ -176,7 +176,7 @@ class _KeyPair:
 
 
 def _write_key_pair(directory: Path, name: str, pair: _KeyPair) -> dict[str, str]:
-    _, _, serialization, _, _, _, _ = _crypto()
+    _x509, _hashes, serialization, _ec, _rsa, _eku_oid, _name_oid = _crypto()
     cert_path = directory / f"{name}.crt"
     key_path = directory / f"{name}.key"
     cert_path.write_bytes(pair.cert.public_bytes(serialization.Encoding.PEM))
@@ -199,7 +199,7 @@ def _new_certificate(
     client: bool = False,
 ) -> _KeyPair:
     """A P-256 key and a certificate for it, self-signed when ``issuer`` is None."""
-    x509, hashes, _, ec, _, ExtendedKeyUsageOID, NameOID = _crypto()
+    x509, hashes, _serialization, ec, _rsa, ExtendedKeyUsageOID, NameOID = _crypto()
     key = ec.generate_private_key(ec.SECP256R1())
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
@@ -265,7 +265,7 @@ def issue_certificate(
 
     For components that need a certificate of their own (for example a serving certificate for
     another Service name)."""
-    x509, _, serialization, _, _, _, _ = _crypto()
+    x509, _hashes, serialization, _ec, _rsa, _eku_oid, _name_oid = _crypto()
     issuer = _KeyPair(
         cert=x509.load_pem_x509_certificate(Path(ca["cert"]).read_bytes()),
         key=serialization.load_pem_private_key(Path(ca["key"]).read_bytes(), password=None),
@@ -295,7 +295,7 @@ def generate_certificates(pki_dir: Path) -> dict[str, Any]:
     - ``service_account``: RSA key pair that signs and verifies ServiceAccount tokens
       (``private``/``public``).
     """
-    _, _, serialization, _, rsa, _, _ = _crypto()
+    _x509, _hashes, serialization, _ec, rsa, _eku_oid, _name_oid = _crypto()
     pki_dir.mkdir(parents=True, exist_ok=True)
     ca = _new_certificate("mlops-notebooks-cluster-ca", issuer=None, is_ca=True)
     front_proxy_ca = _new_certificate("mlops-notebooks-front-proxy-ca", issuer=None, is_ca=True)
@@ -404,7 +404,7 @@ def free_ports(count: int) -> list[int]:
     """``count`` distinct free loopback ports (the sockets stay open until all are picked, so no repeats)."""
     sockets = []
     try:
-        for _ in range(count):
+        for _index in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.bind(("127.0.0.1", 0))
@@ -610,7 +610,7 @@ def load(state_dir: Path | None = None) -> ControlPlane | None:
         certs=certs,
     )
     try:  # processes alive is not enough: one may be shutting down
-        status, _ = plane.admin_api().request("GET", "/readyz", timeout=5)
+        status, _body = plane.admin_api().request("GET", "/readyz", timeout=5)
     except (OSError, ssl.SSLError):
         return None
     return plane if status == 200 else None
@@ -765,7 +765,7 @@ def _wait_ready(api: AdminApi, state_dir: Path) -> None:
             if pid is None or not _pid_belongs_to(pid, state_dir):
                 raise ControlPlaneError(f"{name} exited during start-up; last lines of its log:\n{log_tail(state_dir, name)}")
         try:
-            status, _ = api.request("GET", "/readyz", timeout=2)
+            status, _body = api.request("GET", "/readyz", timeout=2)
         except (OSError, ssl.SSLError):
             return False
         return status == 200
@@ -912,7 +912,7 @@ def _wait_discovery(api: AdminApi, state_dir: Path) -> None:
         if not wanted <= names:
             return False
         if "build.openshift.io" in wanted:
-            status, _ = api.request("GET", "/apis/build.openshift.io/v1")
+            status, _body = api.request("GET", "/apis/build.openshift.io/v1")
             return status == 200
         return True
 
@@ -963,7 +963,7 @@ def down(state_dir: Path | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--state-dir", type=Path, default=None, help="default: $MLOPS_NOTEBOOKS_STATE or build/cluster")
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start everything in the background; print KUBECONFIG= and REGISTRY=")

@@ -320,7 +320,7 @@ class ImageCache:
                 blob.unlink()
 
     def _blob_path(self, digest: str) -> Path:
-        algorithm, _, encoded = digest.partition(":")
+        algorithm, _colon, encoded = digest.partition(":")
         return self.layout / "blobs" / algorithm / encoded
 
     def _layout_index(self) -> dict:
@@ -450,8 +450,8 @@ def debian_mirror(suite: str = DEBIAN_SUITE) -> str:
 
 def _registry_digest(reference: str, credentials: tuple[str, str] | None) -> str | None:
     """The manifest digest the registry holds for ``host:port/repo:tag``, or None when it has none."""
-    host, _, rest = reference.partition("/")
-    repository, _, tag = rest.rpartition(":")
+    host, _slash, rest = reference.partition("/")
+    repository, _colon, tag = rest.rpartition(":")
     request = urllib.request.Request(f"http://{host}/v2/{repository}/manifests/{tag}", method="HEAD")
     request.add_header("Accept", ", ".join(OCI_MANIFEST_TYPES))
     if credentials is not None:

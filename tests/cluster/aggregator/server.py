@@ -504,7 +504,7 @@ class Handler(BaseHTTPRequestHandler):
 
         def monitor() -> None:
             while not stop.is_set():
-                readable, _, _ = select.select([sock], [], [], 1.0)
+                readable, _writable, _errored = select.select([sock], [], [], 1.0)
                 # The front proxy sends nothing more during a stream: readable means it closed the connection.
                 if readable and not stop.is_set():
                     self.close_connection = True
@@ -551,4 +551,3 @@ def serve(api: BuildAPI, context: ssl.SSLContext, port: int = 0) -> AggregatorSe
     server = AggregatorServer(("127.0.0.1", port), api, context)
     threading.Thread(target=server.serve_forever, name="https", daemon=True).start()
     return server
-

@@ -82,8 +82,8 @@ class BuildController:
                 self.cancel_requests.add(uid)
             if status.get("cancelled") and status.get("phase") in ("New", "Pending", None) and uid not in self.seen:
                 self._write(metadata["namespace"], metadata["name"], {"phase": "Cancelled", "reason": "CancelledBuild",
-                                                                       "message": "The build was cancelled by the user.",
-                                                                       "completionTimestamp": now()})
+                                                                      "message": "The build was cancelled by the user.",
+                                                                      "completionTimestamp": now()})
             return
         if status.get("phase", "New") != "New":
             return
@@ -207,7 +207,7 @@ class BuildController:
         if target.get("kind") == "DockerImage":
             return target["name"], None
         if target.get("kind") == "ImageStreamTag":
-            stream, _, tag = target.get("name", "").partition(":")
+            stream, _colon, tag = target.get("name", "").partition(":")
             stream_namespace = target.get("namespace") or namespace
             if not self.registry:
                 raise BuildFailure("InvalidOutputReference", "no local registry plays the internal registry")
@@ -270,7 +270,7 @@ class BuildController:
             if ref and self._stream(["git", "-C", str(context / "repo"), "checkout", "--quiet", ref], log, uid) != 0:
                 raise BuildFailure("FetchSourceFailed", f"Failed to check out {ref!r}.")
             commit = subprocess.run(["git", "-C", str(context / "repo"), "rev-parse", "HEAD"], capture_output=True,
-                                    text=True).stdout.strip()
+                                    text=True, check=False).stdout.strip()
             _log(log, f"\tCommit:\t{commit}")
             context = context / "repo"
         if source.get("contextDir"):
@@ -286,7 +286,7 @@ class BuildController:
         if kind == "DockerImage":
             return name
         if kind == "ImageStreamTag":
-            stream_name, _, tag = name.partition(":")
+            stream_name, _colon, tag = name.partition(":")
             stream = self.kube.get(stream_path(reference.get("namespace") or namespace, stream_name))
             for entry in ((stream or {}).get("status") or {}).get("tags") or []:
                 if entry.get("tag") == (tag or "latest") and entry.get("items"):

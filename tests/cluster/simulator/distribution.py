@@ -56,7 +56,7 @@ def parse_reference(text: str) -> ImageReference:
     if not match:
         raise ImportFailure("InvalidImageReference", f"invalid image reference {text!r}")
     name = match.group("name")
-    first, _, rest = name.partition("/")
+    first, _slash, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
         registry, repository = first, rest
     else:
@@ -77,7 +77,7 @@ def credentials_for(registry: str, auths: dict[str, Any]) -> tuple[str, str] | N
         if entry.get("username") is not None:
             return entry.get("username", ""), entry.get("password", "")
         if entry.get("auth"):
-            username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            username, _colon, password = base64.b64decode(entry["auth"]).decode().partition(":")
             return username, password
     return None
 

@@ -131,7 +131,7 @@ class ImageImporter:
                 raise
 
     def _follow_tag(self, namespace: str, name: str, source: dict[str, Any], stream: dict[str, Any]) -> dict[str, Any]:
-        other_name, _, other_tag = source.get("name", "").partition(":")
+        other_name, _colon, other_tag = source.get("name", "").partition(":")
         other_namespace = source.get("namespace") or namespace
         other = stream if (other_namespace, other_name) == (namespace, name) else self.kube.get(
             stream_path(other_namespace, other_name))

@@ -119,6 +119,7 @@ class PodWorker:
             initialized = all("terminated" in run.state and run.state["terminated"].get("exitCode") == 0
                               for run in self.init_runs)
             ready = self.phase == "Running" and all(run.status()["ready"] for run in self.runs)
+
             def condition(kind: str, value: bool, reason: str = "") -> dict[str, Any]:
                 entry = {"type": kind, "status": "True" if value else "False", "lastProbeTime": None,
                          "lastTransitionTime": timestamp}
@@ -810,7 +811,7 @@ class LogHandler(BaseHTTPRequestHandler):
         if len(parts) != 4 or parts[0] != "containerLogs":
             self._send(404, "404 page not found")
             return
-        _, namespace, pod, container = parts
+        _container_logs, namespace, pod, container = parts
         query = dict(parse_qsl(split.query))
         worker = kubelet.find_worker(namespace, pod)
         run = worker.find(container) if worker else None
@@ -874,13 +875,13 @@ class LogHandler(BaseHTTPRequestHandler):
             if chunk:
                 offset += len(chunk)
                 buffer += chunk
-                complete, _, buffer = buffer.rpartition(b"\n")
+                complete, _newline, buffer = buffer.rpartition(b"\n")
                 if complete:
                     keep_going = send(render((complete + b"\n").splitlines(keepends=True)))
                 continue
             if run.process is None and "running" not in run.state:
                 break
-            readable, _, _ = select.select([self.connection], [], [], 0.3)
+            readable, _writable, _errored = select.select([self.connection], [], [], 0.3)
             if readable:  # the API server hung up
                 break
         self.wfile.write(b"0\r\n\r\n")

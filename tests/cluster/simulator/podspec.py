@@ -63,7 +63,7 @@ def field_value(pod: dict[str, Any], field_path: str) -> str:
 
 
 def resource_value(container: dict[str, Any], resource: str, node_allocatable: dict[str, str]) -> str:
-    section, _, name = resource.partition(".")
+    section, _dot, name = resource.partition(".")
     value = ((container.get("resources") or {}).get(section) or {}).get(name)
     return str(value if value is not None else node_allocatable.get(name, "0"))
 

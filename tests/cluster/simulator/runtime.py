@@ -73,7 +73,7 @@ class Buildah:
         return ["buildah", "--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", self.driver, *args]
 
     def run(self, *args: str, timeout: float | None = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout, check=False)
 
     def from_image(self, image: str, name: str, pull: str = "true", authfile: str | None = None) -> str:
         """Create a working container from ``image`` (pulled from a local registry); return its id."""

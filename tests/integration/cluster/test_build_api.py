@@ -213,8 +213,8 @@ def test_kubernetes_core_k8s_creates_and_keeps_a_buildconfig_idempotent(cluster:
             {"name": "bc again", "kubernetes.core.k8s": {"kubeconfig": str(cluster.kubeconfig), "state": "present",
                                                          "definition": definition}},
             {"name": "bc info", "kubernetes.core.k8s_info": {"kubeconfig": str(cluster.kubeconfig),
-                                                              "api_version": "build.openshift.io/v1", "kind": "BuildConfig",
-                                                              "namespace": namespace, "label_selectors": ["app=nb"]}},
+                                                             "api_version": "build.openshift.io/v1", "kind": "BuildConfig",
+                                                             "namespace": namespace, "label_selectors": ["app=nb"]}},
         ],
     }]))
     run = run_playbook(str(playbook))

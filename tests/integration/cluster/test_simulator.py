@@ -254,7 +254,7 @@ def test_pipelineruns_succeed_and_fail(cluster: Any, namespace: str, registry: s
              "workspaces": [{"name": "shared", "workspace": "ws"}]}]},
     }
     workspace = [{"name": "ws", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"],
-                                                                   "resources": {"requests": {"storage": "1Mi"}}}}}]
+                                                                 "resources": {"requests": {"storage": "1Mi"}}}}}]
     runs = {
         "relay-run": {"pipelineRef": {"name": "relay"}, "params": [{"name": "word", "value": "hello"}], "workspaces": workspace},
         "doomed-run": {"pipelineRef": {"name": "doomed"}, "workspaces": workspace},
