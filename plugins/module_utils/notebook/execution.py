@@ -23,6 +23,11 @@ What this module adds to nbclient:
 Kernels built on ipykernel talk over IPC sockets in a private temporary
 directory (no TCP ports to race for, no unencrypted-TCP warning) and have
 faulthandler enabled on the real stderr, so a segfault leaves a traceback.
+In a batch of two or more notebooks they are forked from a zygote that has
+already imported ipykernel (``kernel_forkserver``): a fresh process per
+notebook still, without the import cost; any kernel the fork server cannot
+serve starts the normal way. ``MLOPS_NB_FORK_SERVER=0`` in the engine's
+environment turns the fork server off.
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ import shutil
 import signal
 import tempfile
 import threading
+import uuid
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from . import kernel_forkserver
 from .model import CellRun, CellStatus, EngineError, ExecutionOptions, ExecutionOutcome
 from .nbio import cell_source
 from .parameters import inject_parameters
@@ -51,6 +58,9 @@ KERNEL_STDERR_LIMIT = 64 * 1024          # bytes of kernel stderr kept (the end,
 _KERNEL_INFO_TIMEOUT = 5.0
 _SHUTDOWN_TIMEOUT = 10.0
 _UNIX_SOCKET_PATH_MAX = 100              # sun_path is 108 bytes on Linux; keep a margin for "-<port>"
+# a zygote costs about one kernel's imports: worth it from the second kernel of a batch on
+FORK_SERVER_MIN_JOBS = 2
+FORK_SERVER_SWITCH = "MLOPS_NB_FORK_SERVER"  # "0" in the engine's environment: never fork kernels
 
 # Enables faulthandler on the kernel's original stderr: ipykernel redirects fd 2
 # into a pipe read by a thread, which dies with the process before forwarding a
@@ -221,8 +231,12 @@ def _kernel_env(options: ExecutionOptions) -> Dict[str, str]:
     return env
 
 
-async def _start_kernel(job: _Job) -> _Kernel:
-    """Start the job's kernel, retrying failed starts; never raises (errors go to _Kernel.error)."""
+async def _start_kernel(job: _Job, fork_servers: Optional[kernel_forkserver.ForkServers] = None) -> _Kernel:
+    """Start the job's kernel, retrying failed starts; never raises (errors go to _Kernel.error).
+
+    With ``fork_servers``, an ipykernel kernel is forked from a zygote when the
+    fork server can serve its launch, and started the normal way otherwise.
+    """
     from jupyter_client.kernelspec import NoSuchKernel  # pylint: disable=import-outside-toplevel
     from jupyter_client.manager import AsyncKernelManager  # pylint: disable=import-outside-toplevel
     from nbclient import NotebookClient  # pylint: disable=import-outside-toplevel
@@ -264,6 +278,10 @@ async def _start_kernel(job: _Job) -> _Kernel:
                 manager_args.update(transport="ipc", ip="%s%d" % (ipc_prefix, attempt))
             client.km = AsyncKernelManager(**manager_args)
             client.kc = None
+            if fork_servers is not None and ipykernel:
+                # jupyter_client creates a provisioner only when the manager has none
+                client.km.kernel_id = str(uuid.uuid4())
+                client.km.provisioner = kernel_forkserver.forking_provisioner(client.km, fork_servers)
             try:
                 await client.async_start_new_kernel(
                     stdout=kernel.stderr_sink, stderr=kernel.stderr_sink,
@@ -497,6 +515,10 @@ class _Batch:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.main: Optional["asyncio.Future[None]"] = None
         self.cancelled = threading.Event()
+        self.fork_servers: Optional[kernel_forkserver.ForkServers] = None
+        if (len(jobs) >= FORK_SERVER_MIN_JOBS and kernel_forkserver.supported()
+                and os.environ.get(FORK_SERVER_SWITCH, "1") != "0"):
+            self.fork_servers = kernel_forkserver.ForkServers()
 
     # -- thread side
     def run(self) -> None:
@@ -543,6 +565,8 @@ class _Batch:
             pending = [task for task in self.finishing if not task.done()]
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            if self.fork_servers is not None:
+                self.fork_servers.close()      # every kernel is stopped: the zygotes go too
 
     def _refill(self) -> None:
         """Keep ``parallel`` jobs prepared with their kernels starting."""
@@ -551,7 +575,7 @@ class _Batch:
             self.next_job += 1
             job = _prepare(index, self.jobs[index])
             if job.outcome.error is None:
-                job.kernel_task = asyncio.ensure_future(_start_kernel(job))
+                job.kernel_task = asyncio.ensure_future(_start_kernel(job, self.fork_servers))
             self.ready.append(job)
 
     async def _worker(self) -> None:

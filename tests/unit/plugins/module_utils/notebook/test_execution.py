@@ -278,36 +278,54 @@ def test_execute_many_completion_order_and_isolation(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the prestart check looks for the kernel in /proc")
-def test_next_kernel_starts_while_notebook_runs():
-    """With one notebook at a time, job 1's kernel process exists while job 0 is still running."""
-    token = "prestart-%s" % uuid.uuid4().hex
+def test_next_kernel_starts_while_notebook_runs(tmp_path):
+    """With one notebook at a time, job 1's kernel process exists while job 0 is still running.
+
+    The kernel is found by its working directory: a kernel forked by the fork
+    server shows the zygote's environment in /proc/<pid>/environ (the one it
+    was exec'd with), its own only in os.environ.
+    """
+    next_dir = str(tmp_path / ("prestart-%s" % uuid.uuid4().hex))
+    os.mkdir(next_dir)
     look_for_kernel = (
         "import os, time\nfound = False\nfor _ in range(200):\n"
         "    for pid in filter(str.isdigit, os.listdir('/proc')):\n"
-        "        try:\n            found = found or b'NB_PRESTART=%s' in open('/proc/%%s/environ' %% pid, 'rb').read()\n"
+        "        try:\n            found = found or os.readlink('/proc/%%s/cwd' %% pid) == %r\n"
         "        except OSError:\n            pass\n"
-        "    if found: break\n    time.sleep(0.1)\nprint('next kernel running:', found)" % token
+        "    if found: break\n    time.sleep(0.1)\nprint('next kernel running:', found)" % next_dir
     )
     jobs = [
         (_notebook(_code(look_for_kernel)), ExecutionOptions(cell_timeout=60), None),
-        (_notebook(_code("import os; print(os.environ['NB_PRESTART'])")),
-         ExecutionOptions(env={"NB_PRESTART": token}), None),
+        (_notebook(_code("import os; print(os.getcwd())")), ExecutionOptions(cwd=next_dir), None),
     ]
     outcomes = dict(execution.execute_many(jobs, parallel=1))
     assert _stdout(outcomes[0].notebook.cells[0]) == "next kernel running: True\n"
-    assert _stdout(outcomes[1].notebook.cells[0]) == token + "\n"
+    assert _stdout(outcomes[1].notebook.cells[0]) == next_dir + "\n"
 
 
 def test_execute_many_empty():
     assert list(execution.execute_many([], parallel=2)) == []
 
 
-def _processes_with(marker):
+def _processes_in(directory):
+    """Processes whose working directory is ``directory`` (how kernels, forked or not, are found)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open("/proc/%s/environ" % pid, "rb") as handle:
-                if marker.encode() in handle.read():
+            if os.readlink("/proc/%s/cwd" % pid) == directory:
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def _processes_mentioning(text):
+    """Processes whose command line contains ``text`` (a zygote names its socket's directory)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                if text.encode() in handle.read():
                     found.append(int(pid))
         except OSError:
             pass
@@ -317,15 +335,19 @@ def _processes_with(marker):
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the check looks for kernel processes in /proc")
 @pytest.mark.timeout(60)  # without a working stop, close() waits for the 600 s cells
 def test_stopping_the_iteration_stops_the_kernels(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the kernels' private directories go
-    token = "stop-%s" % uuid.uuid4().hex
-    options = ExecutionOptions(env={"NB_STOP_TEST": token}, cell_timeout=None, timeout=None)
+    private = tmp_path / "tmp"
+    kernel_dir = str(tmp_path / "kernels")
+    private.mkdir()
+    os.mkdir(kernel_dir)
+    monkeypatch.setattr(tempfile, "tempdir", str(private))  # where the kernels' and the zygote's directories go
+    options = ExecutionOptions(cwd=kernel_dir, cell_timeout=None, timeout=None)
     slow = "import time\ntime.sleep(600)"
     jobs = [(_notebook(_code("print('quick')")), options, None)] + [(_notebook(_code(slow)), options, None)] * 3
     results = execution.execute_many(jobs, parallel=2)
     index, outcome = next(results)
     assert (index, _statuses(outcome)) == (0, [(0, CellStatus.OK)])
-    assert _processes_with("NB_STOP_TEST=" + token)   # the slow ones (and a prestarted one) are running
+    assert _processes_in(kernel_dir)                   # the slow ones (and a prestarted one) are running
     results.close()                                    # the caller stops early
-    assert _processes_with("NB_STOP_TEST=" + token) == []
-    assert os.listdir(tmp_path) == []                  # connection files, sockets, stderr: all removed
+    assert _processes_in(kernel_dir) == []
+    assert _processes_mentioning(str(private)) == []   # no zygote left either
+    assert os.listdir(private) == []                   # connection files, sockets, stderr: all removed
