@@ -683,4 +683,4 @@ def forking_provisioner(kernel_manager: Any, servers: ForkServers) -> Any:
 
 
 if __name__ == "__main__":
-    sys.exit(_zygote_main(sys.argv[1], [name for name in sys.argv[2].split(",") if name]))
+    raise SystemExit(_zygote_main(sys.argv[1], [name for name in sys.argv[2].split(",") if name]))
