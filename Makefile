@@ -45,8 +45,9 @@ integration: install
 benchmark: install
 	$(BIN)/python benchmarks/validate_bench.py
 
-cluster-up: bootstrap
-	scripts/bootstrap.sh images
+# stdout carries only KUBECONFIG=... and REGISTRY=..., so `eval "$$(make -s cluster-up)"` works; the rest goes to stderr
+cluster-up:
+	@scripts/bootstrap.sh python images >&2
 	@$(BIN)/python tests/cluster/controlplane.py up
 
 cluster-down:
