@@ -528,6 +528,18 @@ class AdminApi:
         except urllib.error.HTTPError as error:
             return error.code, _json_or_text(error.read())
 
+    def watch_status(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        """Open a watch on ``path`` (a collection URL with its query) and close it at once: the HTTP status, with
+        the error body when it is not 200. A watch answers only once the resource's watch cache is ready."""
+        separator = "&" if "?" in path else "?"
+        request = urllib.request.Request(f"{self.server}{path}{separator}watch=true&timeoutSeconds=1", method="GET")
+        request.add_header("Accept", "application/json")
+        try:
+            with urllib.request.urlopen(request, context=self._context, timeout=timeout) as response:
+                return response.status, None
+        except urllib.error.HTTPError as error:
+            return error.code, _json_or_text(error.read())
+
     def apply(self, path: str, manifest: dict[str, Any], field_manager: str = "mlops-controlplane") -> Any:
         """Server-side apply of one object at ``path`` (the object's own URL)."""
         status, answer = self.request(
@@ -899,7 +911,8 @@ def _start_component(name: str, plane: ControlPlane) -> None:
 
 
 def _wait_discovery(api: AdminApi, state_dir: Path) -> None:
-    """Wait until discovery lists the groups the modules detect OpenShift and Tekton by."""
+    """Wait until discovery lists the groups the modules detect OpenShift and Tekton by, and their resources
+    answer a LIST and a WATCH."""
     wanted = {"image.openshift.io", "tekton.dev"}
     if (CLUSTER_DIR / "aggregator").is_dir():
         wanted.add("build.openshift.io")
@@ -917,6 +930,54 @@ def _wait_discovery(api: AdminApi, state_dir: Path) -> None:
         return True
 
     _wait(f"discovery to list {', '.join(sorted(wanted))}", listed, 60, lambda: log_tail(state_dir, "kube-apiserver"))
+    _wait_list_and_watch(api, state_dir, _served_collections())
+
+
+def _served_collections() -> list[str]:
+    """Cluster-wide collection URLs of the resources the tests use that live in custom resources: this
+    repository's CRDs, the aggregator's storage CRDs, and build.openshift.io as the aggregator serves it."""
+    paths = []
+    for crd in crd_manifests():
+        spec = crd["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("storage"))
+        paths.append(f"/apis/{spec['group']}/{version}/{spec['names']['plural']}")
+    if _import_component("aggregator") is not None:
+        translate = importlib.import_module("aggregator.translate")
+        for plural in translate.KINDS:
+            paths.append(f"/apis/{translate.STORAGE_GROUP}/{translate.VERSION}/{plural}")
+            paths.append(f"/apis/{translate.GROUP}/{translate.VERSION}/{plural}")
+    return paths
+
+
+def _wait_list_and_watch(api: AdminApi, state_dir: Path, paths: list[str]) -> None:
+    """Wait until a LIST and a WATCH on each of ``paths`` answer 200.
+
+    A custom resource is served (Established, in discovery) before its watch cache is initialized; until then
+    the API server answers a WATCH (and a LIST served from the cache) with 429 "storage is (re)initializing",
+    which clients' watches do not retry. ``up`` says ready only when a client can list and watch everything."""
+    waiting = list(paths)
+    last_answers: dict[str, str] = {}
+
+    def answering() -> bool:
+        for path in list(waiting):
+            status, answer = api.request("GET", f"{path}?limit=1")
+            if status == 200:
+                resource_version = (answer.get("metadata") or {}).get("resourceVersion", "")
+                status, answer = api.watch_status(f"{path}?resourceVersion={resource_version}")
+            if status != 200:
+                last_answers[path] = f"HTTP {status}: {_message(answer)}"
+                return False
+            waiting.remove(path)
+            last_answers.pop(path, None)
+        return True
+
+    _wait(
+        f"LIST and WATCH to answer on {len(paths)} custom resources",
+        answering,
+        60,
+        lambda: "\n".join(f"{path}: {answer}" for path, answer in last_answers.items())
+        + "\n" + log_tail(state_dir, "kube-apiserver"),
+    )
 
 
 def _write_state_files(plane: ControlPlane, etcd_url: str) -> None:
