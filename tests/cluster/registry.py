@@ -42,12 +42,12 @@ class RegistryError(RuntimeError):
 
 def start(state_dir: str) -> str:
     """Start the anonymous registry (or reuse the one already running) and return ``127.0.0.1:<port>``."""
-    return _start(Path(state_dir) / PUBLIC_NAME, htpasswd_line=None)
+    return _start(_registry_dir(state_dir, PUBLIC_NAME), htpasswd_line=None)
 
 
 def start_private(state_dir: str) -> tuple[str, str, str]:
     """Start the basic-auth registry (or reuse it) and return ``(host:port, username, password)``."""
-    directory = Path(state_dir) / PRIVATE_NAME
+    directory = _registry_dir(state_dir, PRIVATE_NAME)
     credentials_file = directory / "credentials.json"
     if credentials_file.exists():
         credentials = json.loads(credentials_file.read_text())
@@ -63,12 +63,12 @@ def start_private(state_dir: str) -> tuple[str, str, str]:
 def stop(state_dir: str) -> None:
     """Stop every registry started under ``state_dir``; their data stays until the directory is removed."""
     for name in (PUBLIC_NAME, PRIVATE_NAME):
-        _stop(Path(state_dir) / name)
+        _stop(_registry_dir(state_dir, name))
 
 
 def address_of(state_dir: str, private: bool = False) -> str | None:
     """The address of a running registry under ``state_dir``, or None."""
-    directory = Path(state_dir) / (PRIVATE_NAME if private else PUBLIC_NAME)
+    directory = _registry_dir(state_dir, PRIVATE_NAME if private else PUBLIC_NAME)
     pid = _running_pid(directory)
     if pid is None:
         return None
@@ -80,8 +80,14 @@ def private_of(state_dir: str) -> tuple[str, str, str] | None:
     address = address_of(state_dir, private=True)
     if address is None:
         return None
-    credentials = json.loads((Path(state_dir) / PRIVATE_NAME / "credentials.json").read_text())
+    credentials = json.loads((_registry_dir(state_dir, PRIVATE_NAME) / "credentials.json").read_text())
     return address, credentials["username"], credentials["password"]
+
+
+def _registry_dir(state_dir: str | os.PathLike[str], name: str) -> Path:
+    """A registry's directory as an absolute path: the registry's command line names its config by this path,
+    which is how ``stop`` recognises the process, whatever the caller's working directory."""
+    return Path(state_dir).resolve() / name
 
 
 def bcrypt_hash(password: str) -> str:
@@ -222,7 +228,21 @@ def _pid_is_registry(pid: int, directory: Path) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return state != "Z" and str(directory / "config.yml").encode() in command_line
+    if state == "Z":
+        return False
+    wanted = os.path.normpath(directory.resolve() / "config.yml")
+    for argument in command_line:
+        if not argument.endswith(b"config.yml"):
+            continue
+        config = os.fsdecode(argument)
+        if not os.path.isabs(config):  # started with a relative path (by an older version): from its cwd
+            try:
+                config = os.path.join(os.readlink(f"/proc/{pid}/cwd"), config)
+            except OSError:
+                return False
+        if os.path.normpath(config) == wanted:
+            return True
+    return False
 
 
 def _reap(pid: int) -> None:

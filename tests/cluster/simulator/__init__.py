@@ -61,7 +61,7 @@ def python_executable() -> str:
 def start(state_dir: str, kubeconfig: str, registry: str | None, certs: dict[str, Any]) -> int:
     """Start the simulator in its own session and wait until its controllers run and its Node is Ready."""
     del certs  # read from STATE/certs.json by the process itself
-    state = Path(state_dir)
+    state = Path(state_dir).resolve()  # the command line carries it: absolute, so stop() recognises the process
     own_dir = state / NAME
     own_dir.mkdir(parents=True, exist_ok=True)
     (own_dir / "ready").unlink(missing_ok=True)
@@ -69,7 +69,7 @@ def start(state_dir: str, kubeconfig: str, registry: str | None, certs: dict[str
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_PARENT), env.get("PYTHONPATH")]))
-    argv = [python_executable(), "-m", NAME, "--state-dir", str(state), "--kubeconfig", str(kubeconfig),
+    argv = [python_executable(), "-m", NAME, "--state-dir", str(state), "--kubeconfig", str(Path(kubeconfig).resolve()),
             "--certs", str(state / "certs.json"), "--registry", registry or ""]
     with open(logs / f"{NAME}.log", "ab") as log_file:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -88,7 +88,7 @@ def start(state_dir: str, kubeconfig: str, registry: str | None, certs: dict[str
 
 def stop(state_dir: str) -> None:
     """End the process started by ``start`` for this state directory (SIGTERM, then SIGKILL)."""
-    pid_file = Path(state_dir) / NAME / "pid"
+    pid_file = Path(state_dir).resolve() / NAME / "pid"
     try:
         pid = int(pid_file.read_text())
     except (FileNotFoundError, ValueError):
@@ -114,7 +114,7 @@ def _is_ours(pid: int, state_dir: str) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
-    return NAME.encode() in command_line and str(Path(state_dir)).encode() in command_line
+    return NAME.encode() in command_line and str(Path(state_dir).resolve()).encode() in command_line
 
 
 def _reap(pid: int) -> None:

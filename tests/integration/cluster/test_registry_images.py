@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -126,6 +128,49 @@ def test_registry_starts_once_and_stops(tmp_path: Path) -> None:
     assert _v2_status(address) is None
     assert registry.address_of(str(tmp_path)) is None
     assert (tmp_path / "registry" / "registry.log").read_text(), "the registry logs to its state directory"
+
+
+def _registry_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(CLUSTER_DIR / "registry.py"), *arguments], cwd=cwd,
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def _printed(output: str, key: str) -> str:
+    return next(line.split("=", 1)[1] for line in output.splitlines() if line.startswith(f"{key}="))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("command", ["start", "start-private"])
+def test_registry_started_with_a_relative_state_dir_is_stopped(tmp_path: Path, command: str) -> None:
+    # As from the repository root: `python tests/cluster/registry.py start-private build/cluster`.
+    started = _registry_cli(command, "build/cluster", cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    address = _printed(started.stdout, "PRIVATE_REGISTRY" if command == "start-private" else "REGISTRY")
+    directory = tmp_path / "build" / "cluster" / ("registry-private" if command == "start-private" else "registry")
+    pid = int((directory / "pid").read_text())
+    try:
+        assert str(directory / "config.yml").encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"), \
+            "the registry's command line names its config by an absolute path"
+        assert registry.address_of(str(tmp_path / "build" / "cluster"), private=command == "start-private") == address, \
+            "found from an absolute path too"
+        again = _registry_cli(command, "build/cluster", cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert int((directory / "pid").read_text()) == pid, "a second start reuses the running registry"
+
+        stopped = _registry_cli("stop", "build/cluster", cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not _process_alive(pid)
+        assert _v2_status(address) is None
+        assert not (directory / "pid").exists()
+    finally:  # a registry the code under test failed to stop: end it (it is ours: it runs in this test's directory)
+        if _process_alive(pid) and os.readlink(f"/proc/{pid}/cwd") == str(tmp_path):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_images_are_in_the_registry_with_their_digests(test_images: dict, public_registry: str) -> None:
