@@ -8,9 +8,12 @@ OpenShift cluster (``MLOPS_NOTEBOOKS_EXISTING_CLUSTER=1``), except those that us
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
 
@@ -24,6 +27,7 @@ from playbook_runner import run_playbook
 GROUP, VERSION = "build.openshift.io", "v1"
 SCENARIO = "sim.mlops.test/scenario"
 BUILD_TIMEOUT_SECONDS = 600
+TERMINAL_PHASES = ("Complete", "Failed", "Error", "Cancelled")
 
 
 def _eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -338,3 +342,140 @@ def test_docker_build_with_inline_dockerfile_pushes_to_the_registry(cluster: Any
         tag = next(entry for entry in stream["status"]["tags"] if entry["tag"] == "v1")
         assert tag["items"][0]["image"] == digest
         assert tag["items"][0]["dockerImageReference"] == f"{cluster.registry}/{namespace}/built@{digest}"
+
+
+# -- builds that install packages, run for real and checked by running their image ------------------------------
+
+
+def _needs_local_images(cluster: Any) -> None:
+    _needs_simulator(cluster)
+    if not cluster.registry:
+        pytest.skip("no local registry: the test images were not built (scripts/bootstrap.sh images)")
+
+
+def _image_stream(objects: client.CustomObjectsApi, namespace: str, name: str) -> None:
+    # As on OpenShift, a build to an ImageStreamTag waits (New, InvalidOutputReference) until its ImageStream exists.
+    objects.create_namespaced_custom_object("image.openshift.io", "v1", namespace, "imagestreams", {
+        "apiVersion": "image.openshift.io/v1", "kind": "ImageStream", "metadata": {"name": name}, "spec": {}})
+
+
+def _build_to_completion(api: client.ApiClient, namespace: str, config: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Create the BuildConfig, start a build, follow its log; return the Complete build's status and the log."""
+    objects = client.CustomObjectsApi(api)
+    objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "buildconfigs", config)
+    name = _instantiate(api, namespace, config["metadata"]["name"])["metadata"]["name"]
+    followed = _get_raw(api, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/builds/{name}/log", [("follow", "true")])
+    status = _wait_for_phase(api, namespace, name, TERMINAL_PHASES)["status"]
+    assert status["phase"] == "Complete", status.get("logSnippet") or followed[-3000:]
+    assert "Push successful" in followed
+    return status, followed
+
+
+def _run_pod(api: client.ApiClient, namespace: str, name: str, image: str,
+             command: list[str] | None = None) -> tuple[str, str]:
+    """Run a pod on ``image`` (its own command unless ``command`` is given) to its end: (phase, log)."""
+    container: dict[str, Any] = {"name": "main", "image": image}
+    if command:
+        container["command"] = command
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                                           "spec": {"restartPolicy": "Never", "containers": [container]}})
+    deadline = time.monotonic() + BUILD_TIMEOUT_SECONDS
+    while True:
+        pod = core.read_namespaced_pod(name, namespace)
+        if pod.status.phase in ("Succeeded", "Failed"):
+            return pod.status.phase, core.read_namespaced_pod_log(name, namespace, container="main")
+        assert time.monotonic() < deadline, f"pod {name} still {pod.status.phase} after {BUILD_TIMEOUT_SECONDS} s"
+        time.sleep(1.0)
+
+
+# A small pure-Python package the notebook image lacks, pinned, so the checks below know its version.
+PACKAGE, PACKAGE_VERSION = "tabulate", "0.9.0"
+
+
+def test_docker_build_installs_a_package_list_with_pip(cluster: Any, namespace: str) -> None:
+    _needs_local_images(cluster)
+    # The notebook image has pip in its venv (/opt/app-root) and PIP_CERT naming the host's CA bundle, which it
+    # keeps. (python-only has pip too, but Debian's ca-certificates, installed with python3, regenerated its bundle
+    # without the host's CAs, so pip cannot reach PyPI from it where the host trusts a proxy's CA.)
+    base = f"{cluster.registry}/testimages/notebook:latest"
+    dockerfile = (f"FROM placeholder\nRUN pip install --no-cache-dir {PACKAGE}=={PACKAGE_VERSION}\n"
+                  f"RUN python -c 'import {PACKAGE}'\n")
+    config = _build_config("packages", dockerfile=dockerfile, base=base,
+                           output={"kind": "ImageStreamTag", "name": "with-packages:v1"})
+    with cluster.api_client() as api:
+        _image_stream(client.CustomObjectsApi(api), namespace, "with-packages")
+        status, followed = _build_to_completion(api, namespace, config)
+        assert f"Successfully installed {PACKAGE}-{PACKAGE_VERSION}" in followed
+        digest = status["output"]["to"]["imageDigest"]
+        phase, logs = _run_pod(api, namespace, "uses-packages", f"{cluster.registry}/{namespace}/with-packages@{digest}",
+                               ["python", "-c", f"import {PACKAGE}, sys; print('version', {PACKAGE}.__version__, sys.prefix)"])
+        assert phase == "Succeeded", logs
+        assert f"version {PACKAGE_VERSION} /opt/app-root" in logs
+        # The base image itself does not have the package: the build put it there.
+        phase, logs = _run_pod(api, namespace, "base-lacks-packages", base, ["python", "-c", f"import {PACKAGE}"])
+        assert phase == "Failed"
+        assert f"No module named '{PACKAGE}'" in logs
+
+
+# An S2I builder as OpenShift's Python builders are made: assemble and run scripts where the scripts-url label says,
+# run as a non-root user of group 0.
+S2I_BUILDER_DOCKERFILE = r"""FROM placeholder
+RUN mkdir -p /usr/libexec/s2i \
+ && printf '%s\n' '#!/bin/sh' 'set -e' 'echo "---> Installing the application requirements"' \
+      'pip install --no-cache-dir -r /tmp/src/requirements.txt' 'cp -R /tmp/src/. /opt/app-root/src/' \
+      > /usr/libexec/s2i/assemble \
+ && printf '%s\n' '#!/bin/sh' 'exec python /opt/app-root/src/app.py' > /usr/libexec/s2i/run \
+ && chmod 755 /usr/libexec/s2i/assemble /usr/libexec/s2i/run
+LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i
+USER 1001:0
+"""
+
+
+def _git_repository(directory: Path, files: dict[str, str]) -> str:
+    """A local git repository holding ``files`` in one commit; its file:// URI."""
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    for command in (["init", "--quiet"], ["add", "."],
+                    ["-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "--quiet", "-m", "app"]):
+        subprocess.run(["git", "-C", str(directory), *command], check=True, capture_output=True, timeout=60)
+    return f"file://{directory}"
+
+
+def test_source_strategy_build_runs_the_builders_assemble_script(cluster: Any, namespace: str, tmp_path: Path) -> None:
+    _needs_local_images(cluster)
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed: the simulator clones the build's source with it")
+    marker = uuid.uuid4().hex
+    source_uri = _git_repository(tmp_path / "app", {
+        "requirements.txt": f"{PACKAGE}=={PACKAGE_VERSION}\n",
+        "app.py": f"import os, {PACKAGE}\nprint('{marker}', {PACKAGE}.__version__, os.getuid(), os.getgid())\n",
+    })
+    builder_config = _build_config("s2i-builder", dockerfile=S2I_BUILDER_DOCKERFILE,
+                                   base=f"{cluster.registry}/testimages/notebook:latest",
+                                   output={"kind": "ImageStreamTag", "name": "s2i-builder:latest"})
+    app_config = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "BuildConfig", "metadata": {"name": "app"},
+        "spec": {
+            "source": {"git": {"uri": source_uri}},
+            "strategy": {"sourceStrategy": {"from": {"kind": "ImageStreamTag", "name": "s2i-builder:latest"}}},
+            "output": {"to": {"kind": "ImageStreamTag", "name": "app:latest"}},
+        },
+    }
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        for stream in ("s2i-builder", "app"):
+            _image_stream(objects, namespace, stream)
+        _build_to_completion(api, namespace, builder_config)
+        status, followed = _build_to_completion(api, namespace, app_config)
+        assert "Running /usr/libexec/s2i/assemble" in followed
+        assert "---> Installing the application requirements" in followed
+        assert f"Successfully installed {PACKAGE}-{PACKAGE_VERSION}" in followed
+        digest = status["output"]["to"]["imageDigest"]
+        # No command: the image's own, the builder's run script, as the build committed it.
+        phase, logs = _run_pod(api, namespace, "app", f"{cluster.registry}/{namespace}/app@{digest}")
+    assert phase == "Succeeded", logs
+    printed_marker, version, uid, gid = logs.split()[:4]
+    assert (printed_marker, version, gid) == (marker, PACKAGE_VERSION, "0")
+    assert uid != "0", "the application runs as the builder's non-root user (or the cluster's arbitrary one)"
