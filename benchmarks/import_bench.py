@@ -128,7 +128,8 @@ def run_once(module: str, namespace: str, image: str, insecure: bool, kubeconfig
     })
     started = time.monotonic()
     completed = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(path)], capture_output=True,
-                               text=True, env=env, cwd=str(ROOT), timeout=RUN_TIMEOUT_SECONDS, check=False)
+                               text=True, env=env, cwd=str(ROOT), timeout=RUN_TIMEOUT_SECONDS, check=False,
+                               stdin=subprocess.DEVNULL)
     wall = time.monotonic() - started
     try:
         output = json.loads(completed.stdout)

@@ -279,7 +279,7 @@ class Runner:
     def _proc(self, argv: List[str], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None
               ) -> subprocess.CompletedProcess:
         return subprocess.run(argv, capture_output=True, text=True, cwd=cwd or self.workdir, env=env or self.env,
-                              timeout=TOOL_TIMEOUT_SECONDS, check=False)
+                              timeout=TOOL_TIMEOUT_SECONDS, check=False, stdin=subprocess.DEVNULL)
 
     def _run_nb_validate(self) -> Dict[str, Any]:
         env = dict(self.env)

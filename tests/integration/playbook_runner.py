@@ -54,7 +54,9 @@ def run_playbook(playbook: str, extra_vars: Optional[Dict[str, Any]] = None, che
         "PATH": BIN + os.pathsep + run_env.get("PATH", ""),
     })
     run_env.update(env or {})
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout, cwd=ROOT, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout, cwd=ROOT, check=False,
+                          # a fresh /dev/null: Ansible refuses a stdin that another process made non-blocking
+                          stdin=subprocess.DEVNULL)
     try:
         data = json.loads(proc.stdout)
     except ValueError:

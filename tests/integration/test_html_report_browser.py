@@ -66,7 +66,8 @@ def one_failure_run() -> RunResult:
 
 def run_chromium(args: List[str], profile: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, "--user-data-dir=" + profile, *args],
-                          capture_output=True, text=True, timeout=180, check=False)
+                          capture_output=True, text=True, timeout=180, check=False,
+                          stdin=subprocess.DEVNULL)  # chromium must not touch the test run's stdin
     if proc.returncode != 0:
         raise AssertionError("chromium failed (rc=%d):\n%s" % (proc.returncode, proc.stderr[-3000:]))
     return proc
