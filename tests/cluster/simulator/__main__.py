@@ -18,6 +18,7 @@ from .imports import ImageImporter
 from .kube import Kube
 from .kubelet import Kubelet
 from .runtime import choose_store
+from .streamimports import StreamImportController
 from .tekton import PipelineRunController, TaskRunController
 
 LOG = logging.getLogger("simulator")
@@ -56,6 +57,7 @@ def main(argv: list[str]) -> int:
         kubelet.start()
         importer = ImageImporter(kube, args.registry, stop)
         importer.start()
+        StreamImportController(kube, importer, certs, stop).start()
         BuildController(kube, runtime, args.registry, args.state_dir / "buildlogs", importer, stop).start()
         TaskRunController(kube, runtime, own_dir, kubelet.claims_dir, stop, kubelet).start()
         PipelineRunController(kube, stop).start()

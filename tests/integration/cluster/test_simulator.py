@@ -118,6 +118,65 @@ def test_imagestream_import_failures_are_conditions(cluster: Any, namespace: str
             assert not tag.get("items")
 
 
+def _image_stream_import(name: str, images: dict[str, str], resource_version: str | None = None) -> dict[str, Any]:
+    return {"apiVersion": f"{IMAGE_GROUP}/{VERSION}", "kind": "ImageStreamImport",
+            "metadata": {"name": name, "resourceVersion": resource_version},
+            "spec": {"import": True, "images": [
+                {"from": {"kind": "DockerImage", "name": source}, "to": {"name": tag},
+                 "importPolicy": {"insecure": True}, "referencePolicy": {"type": "Local"}}
+                for tag, source in images.items()]}}
+
+
+def test_imagestreamimport_imports_into_the_stream_and_goes_away(cluster: Any, namespace: str, registry: str) -> None:
+    expected = _manifest_digest(registry, "testimages/notebook", "latest")
+    images = {"latest": f"{registry}/testimages/notebook:latest", "gone": f"{registry}/testimages/does-not-exist:latest"}
+    with cluster.api_client() as api:
+        objects = client.CustomObjectsApi(api)
+        # no ImageStream yet: the import creates it, as on OpenShift
+        objects.create_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreamimports",
+                                                _image_stream_import("nb", images))
+        done = _wait(lambda: objects.get_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreamimports", "nb"),
+                     lambda isi: (isi.get("status") or {}).get("images"), 60, "status.images")
+        results = {entry["tag"]: entry for entry in done["status"]["images"]}
+        assert results["latest"]["status"]["status"] == "Success"
+        assert results["latest"]["image"]["metadata"]["name"] == expected
+        assert results["latest"]["image"]["dockerImageReference"] == f"{registry}/testimages/notebook@{expected}"
+        assert (results["gone"]["status"]["status"], results["gone"]["status"]["reason"]) == ("Failure", "NotFound")
+        assert results["gone"]["status"]["message"]
+        stream = objects.get_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreams", "nb")
+        spec_tags = {entry["name"]: entry for entry in stream["spec"]["tags"]}
+        assert spec_tags["latest"]["from"] == {"kind": "DockerImage", "name": images["latest"]}
+        assert spec_tags["latest"]["referencePolicy"] == {"type": "Local"}
+        assert spec_tags["latest"]["importPolicy"]["insecure"] is True
+        tag = _wait(lambda: _stream_tag(objects, namespace, "nb", "latest"), lambda t: t and t.get("items"), 60, "an imported tag")
+        assert tag["items"][0]["image"] == expected
+        failed = _wait(lambda: _stream_tag(objects, namespace, "nb", "gone"), lambda t: t and t.get("conditions"), 60,
+                       "the failed tag's condition")
+        assert failed["conditions"][0]["reason"] == "NotFound"
+
+        def isi_exists() -> bool:
+            try:
+                objects.get_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreamimports", "nb")
+                return True
+            except ApiException as error:
+                if error.status == 404:
+                    return False
+                raise
+
+        # OpenShift stores no ImageStreamImport: the request is removed, so the same name can be imported again,
+        # even with the stream's resourceVersion in its metadata (community.okd sends it; storage alone would refuse it)
+        _wait(isi_exists, lambda exists: not exists, 60, "the ImageStreamImport deleted")
+        objects.create_namespaced_custom_object(
+            IMAGE_GROUP, VERSION, namespace, "imagestreamimports",
+            _image_stream_import("nb", {"latest": images["latest"]}, stream["metadata"]["resourceVersion"]))
+        again = _wait(lambda: objects.get_namespaced_custom_object(IMAGE_GROUP, VERSION, namespace, "imagestreamimports", "nb"),
+                      lambda isi: (isi.get("status") or {}).get("images"), 60, "status.images of the re-import")
+        assert again["status"]["images"][0]["image"]["metadata"]["name"] == expected
+        unchanged = _stream_tag(objects, namespace, "nb", "latest")
+    # the digest did not change: the re-import adds no history item
+    assert [item["image"] for item in unchanged["items"]] == [expected]
+
+
 def test_pod_runs_in_the_notebook_image_under_an_arbitrary_uid(cluster: Any, namespace: str, registry: str) -> None:
     marker = uuid.uuid4().hex
     script = (
