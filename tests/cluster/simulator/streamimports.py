@@ -148,7 +148,7 @@ class StreamImportController:
                             spec_tags.append(tag)
                             changed = True
                         else:
-                            merged = {**spec_tags[index], **tag}
+                            merged = {**spec_tags[index], **{k: v for k, v in tag.items() if k != "annotations"}}
                             changed = changed or merged != spec_tags[index]
                             spec_tags[index] = merged
                     if changed:
@@ -234,7 +234,8 @@ def _import_one(request: dict[str, Any], auths: dict[str, Any]) -> tuple[dict[st
         return {"tag": tag_name, "status": _status("Failure", failure.reason, str(failure), 400)}, None
     tag_name = tag_name or reference.tag or "latest"
     policy = request.get("importPolicy") or {}
-    spec_tag: dict[str, Any] = {"name": tag_name, "from": {"kind": "DockerImage", "name": source["name"]},
+    # annotations is always present (null when empty), as OpenShift serializes a TagReference; clients rely on it
+    spec_tag: dict[str, Any] = {"name": tag_name, "annotations": None, "from": {"kind": "DockerImage", "name": source["name"]},
                                 "importPolicy": {key: value for key, value in policy.items() if value is not None},
                                 "referencePolicy": {"type": (request.get("referencePolicy") or {}).get("type") or "Source"}}
     try:
