@@ -36,11 +36,11 @@ lint: bootstrap
 	$(BIN)/ansible-lint --profile production --offline
 
 unit: bootstrap
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -rs tests/unit
 
 integration: install
 	scripts/bootstrap.sh browser images
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest -rs tests/integration
 
 benchmark: install
 	$(BIN)/python benchmarks/validate_bench.py
