@@ -875,39 +875,16 @@ def _import_component(name: str) -> Any:
 
 
 def _start_component(name: str, plane: ControlPlane) -> None:
-    package_dir = CLUSTER_DIR / name
     module = _import_component(name)
-    if module is not None and hasattr(module, "start"):
-        try:
-            module.start(str(plane.state_dir), str(plane.kubeconfig), plane.registry, plane.certs)
-        except ControlPlaneError:
-            raise
-        except Exception as error:
-            raise ControlPlaneError(f"{name} did not start: {error}") from error
+    if module is None:
+        log(f"tests/cluster/{name}/ is not there yet: not started")
         return
-    if (package_dir / "__main__.py").exists():
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CLUSTER_DIR), env.get("PYTHONPATH")]))
-        start_process(
-            plane.state_dir,
-            name,
-            [
-                sys.executable,
-                "-m",
-                name,
-                "--state-dir",
-                str(plane.state_dir),
-                "--kubeconfig",
-                str(plane.kubeconfig),
-                "--registry",
-                plane.registry or "",
-                "--certs",
-                str(plane.state_dir / "certs.json"),
-            ],
-            env=env,
-        )
-        return
-    log(f"tests/cluster/{name}/ is not there yet: not started")
+    try:
+        module.start(str(plane.state_dir), str(plane.kubeconfig), plane.registry, plane.certs)
+    except ControlPlaneError:
+        raise
+    except Exception as error:
+        raise ControlPlaneError(f"{name} did not start: {error}") from error
 
 
 def _wait_discovery(api: AdminApi, state_dir: Path) -> None:
